@@ -1,0 +1,126 @@
+"""`juicefs-csi`: flags and environment decide which role runs, as in the Go driver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from juicefs_csi import DRIVER_NAME, __version__, quickstart
+from juicefs_csi.driver import Driver, DriverConfig
+from juicefs_csi.logs import configure_logging
+
+DEFAULT_WEB_PORT = 8080
+
+
+def _roles(role: str, pod_name: str) -> tuple[bool, bool]:
+    """(node, controller). `auto` follows POD_NAME like the Go driver; outside a pod it runs both."""
+    if role == "auto":
+        if "csi-controller" in pod_name:
+            role = "controller"
+        elif "csi-node" in pod_name:
+            role = "node"
+        else:
+            role = "all"
+    return role in ("node", "all"), role in ("controller", "all")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="juicefs-csi", description="JuiceFS CSI driver")
+    parser.add_argument(
+        "--endpoint",
+        default=env.get("CSI_ENDPOINT", "unix:///var/lib/csi/sockets/csi.sock"),
+        help="CSI unix socket, e.g. unix:///csi/csi.sock",
+    )
+    parser.add_argument("--nodeid", default=env.get("NODE_NAME", socket.gethostname()), help="this node's name")
+    parser.add_argument(
+        "--role",
+        choices=["auto", "node", "controller", "all"],
+        default="auto",
+        help="which CSI services to serve (auto: from POD_NAME)",
+    )
+    parser.add_argument(
+        "--by-process",
+        action="store_true",
+        default=True,
+        help="run juicefs clients as processes of the driver (the only mode without Kubernetes)",
+    )
+    parser.add_argument("--driver-name", default=env.get("DRIVER_NAME", DRIVER_NAME))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(env.get("JUICEFS_CSI_STATE_DIR", "/var/lib/juicefs-csi")),
+        help="where the driver keeps what it has mounted (survives driver restarts)",
+    )
+    parser.add_argument(
+        "--mount-root",
+        type=Path,
+        default=Path(env.get("JUICEFS_MOUNT_PATH", "/var/lib/juicefs/volume")),
+        help="where clients mount volumes on the node",
+    )
+    parser.add_argument(
+        "--kubelet-dir", default=env.get("KUBELET_DIR", ""), help="if set, target paths must lie under this directory"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env.get("JUICEFS_CSI_WEB_PORT", DEFAULT_WEB_PORT)),
+        help="port of the driver's /metrics (0 turns it off)",
+    )
+    parser.add_argument(
+        "--client-metrics-host", default="0.0.0.0", help="address each juicefs client serves its own metrics on"
+    )
+    parser.add_argument("--log-format", choices=["text", "json"], default=env.get("LOG_FORMAT", "text"))
+    parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "info"))
+    parser.add_argument("--version", action="version", version=f"juicefs-csi {__version__}")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> DriverConfig:
+    run_node, run_controller = _roles(args.role, os.environ.get("POD_NAME", ""))
+    return DriverConfig(
+        endpoint=args.endpoint,
+        node_id=args.nodeid,
+        state_dir=args.state_dir,
+        mount_root=args.mount_root,
+        run_node=run_node,
+        run_controller=run_controller,
+        driver_name=args.driver_name,
+        web_port=args.metrics_port or None,
+        client_metrics_host=args.client_metrics_host,
+        allowed_target_prefix=args.kubelet_dir,
+    )
+
+
+async def _serve(config: DriverConfig) -> None:
+    driver = Driver(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await driver.start()
+    try:
+        await stop.wait()
+    finally:
+        await driver.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quickstart"]:
+        return quickstart.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config_from_args(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Controller side: creating, deleting and resizing volumes inside a JuiceFS file system."""

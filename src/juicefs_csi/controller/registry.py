@@ -1,0 +1,40 @@
+"""Volumes this controller created, on disk: answers must survive a controller restart."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    volume_id: str
+    sub_path: str
+    capacity_bytes: int
+    parameters: dict[str, str]
+
+
+class VolumeRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, volume_id: str) -> Path:
+        return self.root / f"{volume_id}.json"
+
+    def get(self, volume_id: str) -> VolumeRecord | None:
+        try:
+            return VolumeRecord(**json.loads(self._path(volume_id).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def put(self, record: VolumeRecord) -> None:
+        path = self._path(record.volume_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), sort_keys=True))
+        os.replace(tmp, path)
+
+    def delete(self, volume_id: str) -> None:
+        self._path(volume_id).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The CSI boundary: gRPC services that turn requests into calls on the driver's core."""

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code for the CSI spec (csi.v1); see scripts/gen-proto.sh."""

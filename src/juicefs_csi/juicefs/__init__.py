@@ -1,0 +1,1 @@
+"""The `juicefs` client: pure command builders and the runner that executes them."""

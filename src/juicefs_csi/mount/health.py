@@ -1,0 +1,41 @@
+"""Is a path served? Probed in a bounded thread pool, so a hung FUSE mount costs a thread, not the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
+
+_PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="path-probe")
+# Errors a FUSE mount answers with once its client is gone.
+BROKEN_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED, errno.EIO, errno.ESTALE})
+
+
+class PathState(Enum):
+    HEALTHY = "healthy"
+    BROKEN = "broken"
+    MISSING = "missing"
+    HUNG = "hung"
+
+
+async def probe(path: str, timeout: float = 5.0) -> tuple[PathState, str]:
+    """The state and a human reason (empty when healthy)."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.run_in_executor(_PROBES, os.stat, path), timeout)
+    except TimeoutError:
+        return PathState.HUNG, f"stat {path} did not answer within {timeout:.0f}s"
+    except FileNotFoundError:
+        return PathState.MISSING, f"{path} does not exist"
+    except OSError as exc:
+        if exc.errno in BROKEN_ERRNOS:
+            return PathState.BROKEN, f"{path}: {os.strerror(exc.errno or 0)}"
+        raise
+    return PathState.HEALTHY, ""
+
+
+async def statvfs(path: str, timeout: float = 5.0) -> os.statvfs_result:
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.run_in_executor(_PROBES, os.statvfs, path), timeout)
