@@ -445,24 +445,23 @@ class ProcessMounter:
         return state is PathState.HEALTHY
 
     async def _kill(self, pid: int) -> None:
-        if pid and _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """The client is a process group: juicefs' own supervisor and the FUSE server it restarts."""
+        if pid and _group_alive(pid):
+            _kill_group(pid)
             await self._wait_exit(pid, STOP_GRACE_SECONDS)
 
     async def _wait_exit(self, pid: int, timeout: float) -> None:
-        """Give the process `timeout` to exit, then SIGKILL it and wait as long again."""
+        """Give the client's process group `timeout` to exit, then SIGKILL it and wait as long again."""
         for attempt in range(2):
             deadline = time.monotonic() + timeout
-            while _alive(pid):
+            while _group_alive(pid):
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.02)
             else:
                 return
             if attempt == 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                _kill_group(pid)
         log.error("juicefs client does not exit", extra={"pid": pid})
 
 
@@ -480,6 +479,26 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError, ProcessLookupError):
         return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live member of the process group the client was started in (it leads its own session)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _free_port(host: str) -> int:
