@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.driver import DriverProcess, cleanup, running_driver
 
+pytest_plugins = ["tests.support.backends"]
+
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:

@@ -62,6 +62,8 @@ def mount_command(
     """A foreground client: the driver, not a daemonising parent, supervises it."""
     if not options.has("metrics"):
         options = options.with_flag("metrics", metrics_address)
+    if not options.has("no-usage-report"):
+        options = options.with_flag("no-usage-report", None)
     argv = [binary, "mount", *options.to_args(), credentials.meta.url_without_password, mountpoint]
     return Command(tuple(argv), client_env(credentials), credentials.secret_values())
 
