@@ -149,10 +149,11 @@ def _capacity(capacity_range: csi_pb2.CapacityRange) -> int:
         raise InvalidArgument("capacity_range bytes must not be negative")
     if limit and required > limit:
         raise InvalidArgument("capacity_range.required_bytes is larger than limit_bytes")
-    wanted = required or limit
-    if wanted == 0:
-        return 0
-    capacity = capacity_gib(wanted) * GIB
+    if required == 0:
+        if limit and limit < GIB:
+            raise OutOfRange(f"capacity is allocated in whole GiB; limit {limit} bytes is below 1 GiB")
+        return limit // GIB * GIB
+    capacity = capacity_gib(required) * GIB
     if limit and capacity > limit:
         raise OutOfRange(f"capacity is allocated in whole GiB; {capacity} bytes would exceed limit {limit}")
     return capacity

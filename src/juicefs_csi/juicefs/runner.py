@@ -11,6 +11,7 @@ from pathlib import Path
 
 from juicefs_csi.errors import DeadlineExceeded, DriverError, FailedPrecondition, Internal, Unavailable
 from juicefs_csi.juicefs.commands import Command, format_command, quota_set_command, rmr_command
+from juicefs_csi.juicefs.reachability import check_meta_reachable
 from juicefs_csi.volume.secrets import Credentials, redact
 
 NOT_FORMATTED = "database is not formatted"
@@ -79,6 +80,7 @@ class JuiceFS:
         return result.output.strip()
 
     async def format(self, credentials: Credentials) -> None:
+        await check_meta_reachable(credentials.meta)
         await self.check(format_command(self.binary, credentials), timeout=120)
 
     async def set_quota(self, credentials: Credentials, path: str, capacity_bytes: int) -> None:

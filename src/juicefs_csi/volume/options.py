@@ -35,16 +35,16 @@ class Kind(Enum):
 
 
 _PATTERNS: dict[Kind, re.Pattern[str]] = {
-    Kind.INT: re.compile(r"\d{1,18}"),
-    Kind.FLOAT: re.compile(r"\d{1,9}(\.\d{1,9})?"),
-    Kind.SIZE: re.compile(r"\d{1,15}(\.\d{1,6})?([KMGTPE]i?[B]?)?", re.IGNORECASE),
-    Kind.DURATION: re.compile(r"(\d{1,9}(\.\d{1,9})?(ns|us|µs|ms|s|m|h|d)?)+"),
+    Kind.INT: re.compile(r"[0-9]{1,18}"),
+    Kind.FLOAT: re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?"),
+    Kind.SIZE: re.compile(r"[0-9]{1,15}(\.[0-9]{1,6})?([KMGTPE]i?[B]?)?", re.IGNORECASE),
+    Kind.DURATION: re.compile(r"([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h|d)?)+"),
     Kind.PATHS: re.compile(r"(memory|/[\w.@+*/-]*)(:(memory|/[\w.@+*/-]*))*"),
     Kind.PATH: re.compile(r"/[\w.@+/-]*"),
-    Kind.ADDRESS: re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):\d{1,5}"),
+    Kind.ADDRESS: re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}"),
     Kind.OCTAL: re.compile(r"0?[0-7]{3,4}"),
-    Kind.USER_GROUP: re.compile(r"\d{1,10}:\d{1,10}"),
-    Kind.HOURS: re.compile(r"\d{1,2}-\d{1,2}"),
+    Kind.USER_GROUP: re.compile(r"[0-9]{1,10}:[0-9]{1,10}"),
+    Kind.HOURS: re.compile(r"[0-9]{1,2}-[0-9]{1,2}"),
     Kind.LABELS: re.compile(r"\w+:[\w.-]*(;\w+:[\w.-]*)*"),
     Kind.TAGS: re.compile(r"[\w.-]+=[\w.-]*(,[\w.-]+=[\w.-]*)*"),
     Kind.WORD: re.compile(r"[A-Za-z0-9_.-]{1,64}"),
@@ -214,10 +214,10 @@ def parse_mount_options(items: Iterable[str]) -> MountOptions:
 
 def _split(item: str) -> tuple[str, str | None]:
     text = item.strip()
-    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
-        raise InvalidArgument("mount option contains control characters (newline, tab or NUL)")
     key, eq, value = text.partition("=")
     key = key.strip().removeprefix("--")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise InvalidArgument(f"mount option {key[:64]!r} contains control characters (newline, tab or NUL)")
     if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", key):
         raise InvalidArgument(f"mount option name {key[:64]!r} is not of the form key or key=value")
     return key, value.strip() if eq else None
@@ -232,7 +232,7 @@ def _checked(key: str, value: str | None, kind: Kind) -> str | None:
         raise InvalidArgument(f"mount option {key!r} needs a value: {kind.value}")
     allowed = _ENUMS.get(key)
     valid = value in allowed if allowed else bool(_PATTERNS[kind].fullmatch(value))
-    if not valid or (".." in value.split("/") and kind in (Kind.PATH, Kind.PATHS)):
+    if not valid or (".." in re.split(r"[/:]", value) and kind in (Kind.PATH, Kind.PATHS)):
         expected = "one of " + ", ".join(sorted(allowed)) if allowed else kind.value
         raise InvalidArgument(f"mount option {key!r} has an invalid value: expected {expected}")
     return value

@@ -26,16 +26,15 @@ META_SCHEMES = frozenset(
         "sqlite3",
         "mysql",
         "postgres",
-        "postgresql",
         "badger",
         "etcd",
-        "fdb",
         "memkv",
     }
 )
 VOLUME_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 FORMAT_OPTION_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DIGITS = re.compile(r"[0-9]+")
 # Secret keys mapped to `juicefs format` flags; numeric ones are checked as integers.
 FORMAT_FLAG_KEYS = ("block-size", "compress", "trash-days", "capacity", "inodes", "shards")
 NUMERIC_FORMAT_KEYS = frozenset({"block-size", "trash-days", "capacity", "inodes", "shards"})
@@ -101,7 +100,7 @@ def parse_meta_url(raw: str) -> MetaURL:
             f"secret key 'metaurl' has unsupported scheme {scheme!r}; expected one of "
             + ", ".join(sorted(META_SCHEMES))
         )
-    authority, path = _split_authority(rest)
+    authority, path = _split_mysql_dsn(rest) if scheme == "mysql" else _split_authority(rest)
     if scheme not in {"sqlite3", "badger"} and not authority and not path.strip("/"):
         raise InvalidArgument(f"secret key 'metaurl' ({scheme}://) names no host or database")
     userinfo, at, hostpart = authority.rpartition("@")
@@ -114,6 +113,17 @@ def parse_meta_url(raw: str) -> MetaURL:
     without = f"{scheme}://{user + '@' if user else ''}{hostpart}{path}"
     redacted = f"{scheme}://{user}:{REDACTED}@{hostpart}{path}"
     return MetaURL(scheme, without, unquote(password), redacted)
+
+
+def _split_mysql_dsn(rest: str) -> tuple[str, str]:
+    """go-sql-driver takes the last '@' before the last '/' as the end of the password."""
+    slash = rest.rfind("/")
+    at = rest.rfind("@", 0, slash if slash >= 0 else len(rest))
+    if at < 0:
+        return _split_authority(rest)
+    host_end = rest.find("/", at)
+    host_end = len(rest) if host_end < 0 else host_end
+    return rest[:host_end], rest[host_end:]
 
 
 def _split_authority(rest: str) -> tuple[str, str]:
@@ -140,9 +150,12 @@ def parse_envs(raw: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(loaded, dict):
         raise InvalidArgument("secret key 'envs' must be a map of NAME: value")
     envs: list[tuple[str, str]] = []
-    for key, value in loaded.items():
-        if not isinstance(key, str) or not ENV_NAME.match(key):
-            raise InvalidArgument(f"secret key 'envs' has an invalid variable name {str(key)[:64]!r}")
+    for position, (key, value) in enumerate(loaded.items(), start=1):
+        if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
+            raise InvalidArgument(
+                f"secret key 'envs': entry {position} has an invalid variable name "
+                "(letters, digits and '_', not starting with a digit)"
+            )
         if isinstance(value, (dict, list)):
             raise InvalidArgument(f"secret key 'envs': value of {key} must be a scalar")
         text = "" if value is None else (json.dumps(value) if isinstance(value, bool) else str(value))
@@ -156,18 +169,19 @@ def parse_format_options(raw: str) -> tuple[tuple[tuple[str, str | None], ...], 
     """`format-options` is `k=v,flag,...`; credential-like keys are moved to the environment."""
     options: list[tuple[str, str | None]] = []
     env: list[tuple[str, str]] = []
-    for item in (part.strip() for part in raw.split(",")):
+    for position, item in enumerate((part.strip() for part in raw.split(",")), start=1):
         if not item:
             continue
         key, eq, value = item.partition("=")
         key = key.strip().lstrip("-")
-        if not FORMAT_OPTION_KEY.match(key):
-            raise InvalidArgument(f"secret key 'format-options' has an invalid option name {key[:64]!r}")
+        if not FORMAT_OPTION_KEY.fullmatch(key):
+            # The item may be a mistyped credential: say where it is, never what it is.
+            raise InvalidArgument(f"secret key 'format-options': item {position} is not of the form key or key=value")
+        if eq and _has_control(value):
+            raise InvalidArgument(f"secret key 'format-options': option {key} has control characters")
         if key in SECRET_FORMAT_OPTIONS:
             env.append((SECRET_FORMAT_OPTIONS[key], value.strip()))
             continue
-        if eq and _has_control(value):
-            raise InvalidArgument(f"secret key 'format-options': option {key} has control characters")
         options.append((key, value.strip() if eq else None))
     return tuple(options), tuple(env)
 
@@ -177,7 +191,7 @@ def parse_credentials(secrets: Mapping[str, str]) -> Credentials:
     name = (secrets.get("name") or "").strip()
     if not name:
         raise InvalidArgument("secret is missing required key 'name' (the JuiceFS volume name)")
-    if not VOLUME_NAME.match(name):
+    if not VOLUME_NAME.fullmatch(name):
         raise InvalidArgument(
             f"secret key 'name' {name[:64]!r} is not a valid JuiceFS volume name "
             "(3-63 characters: lowercase letters, digits and '-')"
@@ -189,7 +203,10 @@ def parse_credentials(secrets: Mapping[str, str]) -> Credentials:
     meta = parse_meta_url(secrets["metaurl"])
     storage = _optional(secrets, "storage")
     bucket = _optional(secrets, "bucket")
-    for key, value in (("storage", storage), ("bucket", bucket)):
+    access_key = _optional(secrets, "access-key") or _optional(secrets, "accesskey")
+    secret_key = _optional(secrets, "secret-key") or _optional(secrets, "secretkey")
+    checked = (("storage", storage), ("bucket", bucket), ("access-key", access_key), ("secret-key", secret_key))
+    for key, value in checked:
         if value is not None and _has_control(value):
             raise InvalidArgument(f"secret key {key!r} contains control characters")
     flags: list[tuple[str, str]] = []
@@ -197,7 +214,7 @@ def parse_credentials(secrets: Mapping[str, str]) -> Credentials:
         value = _optional(secrets, key)
         if value is None:
             continue
-        if key in NUMERIC_FORMAT_KEYS and not value.isdigit():
+        if key in NUMERIC_FORMAT_KEYS and not DIGITS.fullmatch(value):
             raise InvalidArgument(f"secret key {key!r} must be a non-negative integer")
         if key == "compress" and value not in {"none", "lz4", "zstd"}:
             raise InvalidArgument("secret key 'compress' must be one of none, lz4, zstd")
@@ -208,8 +225,8 @@ def parse_credentials(secrets: Mapping[str, str]) -> Credentials:
         meta=meta,
         storage=storage,
         bucket=bucket,
-        access_key=_optional(secrets, "access-key") or _optional(secrets, "accesskey"),
-        secret_key=_optional(secrets, "secret-key") or _optional(secrets, "secretkey"),
+        access_key=access_key,
+        secret_key=secret_key,
         format_flags=tuple(flags),
         format_options=format_options,
         secret_format_env=secret_env,

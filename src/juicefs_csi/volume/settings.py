@@ -57,7 +57,7 @@ class VolumeSettings:
 def validate_volume_id(volume_id: str) -> str:
     if not volume_id:
         raise InvalidArgument("volume_id is required")
-    if not VOLUME_ID.match(volume_id):
+    if not VOLUME_ID.fullmatch(volume_id):
         raise InvalidArgument("volume_id may contain only letters, digits, '.', '_' and '-' (at most 253)")
     return volume_id
 
@@ -77,7 +77,7 @@ def parse_duration(raw: str, what: str) -> float:
     text = raw.strip()
     if not text:
         return 0.0
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text):
         return float(text)
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
