@@ -1,0 +1,1 @@
+from tests.support.kube.fixtures import *  # noqa: F403
