@@ -81,7 +81,7 @@ async def test_informer_relists_after_410_and_reports_missed_deletions(kube_api:
     emulator = kube_api.emulator
     if emulator is None:
         pytest.skip("needs the emulator to force a 410")
-    client, registry = client_for(kube_api)
+    client, _ = client_for(kube_api)
     await client.create(ConfigMap(metadata=ObjectMeta(name="gone", namespace=kube_namespace)))
     informer: Informer[ConfigMap] = Informer(client, ConfigMap, namespace=kube_namespace)
     events: list[tuple[Event, str]] = []
