@@ -152,7 +152,7 @@ class DriverProcess:
             if any(str(self.mount_root) in a for a in argv) and not is_supervised_worker(pid)
         ]
 
-    def publish(
+    def publish(  # noqa: PLR0917 - existing signature, kept as is
         self,
         volume_id: str,
         target: Path | str,
@@ -227,3 +227,182 @@ def running_driver(workdir: Path, **kwargs: object) -> Iterator[DriverProcess]:
     finally:
         driver.stop()
         cleanup(workdir)
+
+
+# -- helpers for the CSI behaviour tests (appended) -----------------------------------------------
+
+
+def expect_rpc_error(code: grpc.StatusCode, call: object, *args: object, **kwargs: object) -> str:
+    """Call a stub method, assert it fails with exactly `code`, and return the error details."""
+    try:
+        call(*args, **kwargs)  # type: ignore[operator]
+    except grpc.RpcError as exc:
+        got = exc.code()  # type: ignore[attr-defined]
+        details = exc.details() or ""  # type: ignore[attr-defined]
+        assert got == code, f"expected {code.name}, got {got.name}: {details}"
+        return str(details)
+    raise AssertionError(f"expected {code.name}, but the call succeeded")
+
+
+def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.05) -> object:
+    """Poll `predicate()` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        last = predicate()  # type: ignore[operator]
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def mounts_at_path(path: Path | str) -> int:
+    """How many mounts are stacked exactly at `path`, per /proc/self/mountinfo."""
+    return sum(1 for m in read_mounts() if m.mount_point == str(path))
+
+
+def http_get(url: str, timeout: float = 10.0) -> str:
+    import urllib.request  # noqa: PLC0415 - appended helper, keeps the module's imports untouched
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return str(response.read().decode())
+
+
+def driver_metrics(driver: DriverProcess) -> str:
+    return http_get(f"http://127.0.0.1:{driver.metrics_port}/metrics")
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called exactly `name` in Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    return [
+        (dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def driver_processes_idle(driver: DriverProcess, workdir: Path) -> bool:
+    """Nothing mounted under `workdir` and no juicefs client of this driver running."""
+    return not mounts_under(workdir) and not [
+        pid for pid, argv in juicefs_processes() if any(str(driver.mount_root) in a for a in argv)
+    ]
+
+
+# -- slow failures, run once in the background ---------------------------------------------------------
+
+from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402 - appended section
+
+#
+# A client that cannot reach its metadata engine is given up on only after the driver's ready
+# timeout (30 s). Tests that need such a failure start all of them together, each on a private
+# driver, so the waits overlap each other and the rest of the run; each test then reads the
+# recorded outcome.
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What one publish on a private driver ended with, recorded before that driver went away."""
+
+    secrets: dict[str, str]
+    elapsed: float
+    code: grpc.StatusCode
+    details: str
+    log_text: str
+    leftovers: list[str]
+    argv_leaks: list[str]
+
+
+def _secret_token(prefix: str) -> str:
+    import secrets  # noqa: PLC0415
+
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+# name -> (the test that reads it, the Secret of the failing publish)
+SLOW_FAILURES: dict[str, tuple[str, dict[str, str]]] = {
+    "unreachable-redis": (
+        "test_unreachable_redis_fails_in_bounded_time",
+        {"name": "unreachable", "metaurl": "redis://127.0.0.1:1/1"},
+    ),
+    "unreachable-redis-with-secrets": (
+        "test_no_secret_in_errors_or_the_log_when_publish_fails",
+        {
+            "name": "unreachable",
+            "metaurl": f"redis://:{_secret_token('PWSLOW')}@127.0.0.1:1/1",
+            "access-key": _secret_token("AKSLOW"),
+            "secret-key": _secret_token("SKSLOW"),
+            "envs": f'{{"JFS_SLOW_TOKEN": "{_secret_token("ENVSLOW")}"}}',
+        },
+    ),
+}
+_slow_runs: dict[str, Future[PublishOutcome]] = {}
+_slow_pool: ThreadPoolExecutor | None = None
+
+
+def _url_password(metaurl: str) -> set[str]:
+    userinfo = metaurl.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
+    return {userinfo.partition(":")[2]} - {""}
+
+
+def _argv_leaks(values: set[str]) -> set[str]:
+    """`pid: argv` of every process whose command line holds one of `values`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if any(value in argv for value in values if len(value) >= 3):
+                    found.add(f"{entry.name}: {argv[:200]}")
+    return found
+
+
+def _failing_publish(secrets: dict[str, str]) -> PublishOutcome:
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    workdir = Path(tempfile.mkdtemp(prefix="jfs-"))
+    try:
+        with running_driver(workdir / "driver") as driver:
+            target = workdir / "pods/slow/mount"
+            started = time.monotonic()
+            call = driver.node.NodePublishVolume.future(
+                csi_pb2.NodePublishVolumeRequest(
+                    volume_id="pv-slow", target_path=str(target), volume_capability=capability(), secrets=secrets
+                ),
+                timeout=120,
+            )
+            argv_leaks: set[str] = set()
+            while not call.done():  # meanwhile, what every process on the node shows in its argv
+                argv_leaks.update(_argv_leaks(set(secrets.values()) | _url_password(secrets.get("metaurl", ""))))
+                time.sleep(0.1)
+            code, details = call.code(), call.details() or ""
+            elapsed = time.monotonic() - started
+            leftovers = mounts_under(workdir) + [
+                f"juicefs pid {pid}" for pid, argv in juicefs_processes() if any(str(workdir) in a for a in argv)
+            ]
+            log_text = driver.log_text()
+        return PublishOutcome(secrets, elapsed, code, str(details), log_text, leftovers, sorted(argv_leaks))
+    finally:
+        cleanup(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_slow_failures(selected_tests: set[str]) -> None:
+    """Start every slow failure some selected test will read (once per session)."""
+    global _slow_pool  # noqa: PLW0603 - one pool for the session
+    for name, (reader, secrets) in SLOW_FAILURES.items():
+        if name in _slow_runs or reader not in selected_tests:
+            continue
+        if _slow_pool is None:
+            _slow_pool = ThreadPoolExecutor(max_workers=len(SLOW_FAILURES), thread_name_prefix="slow-failure")
+        _slow_runs[name] = _slow_pool.submit(_failing_publish, secrets)
+
+
+def slow_failure(name: str, timeout: float = 150) -> PublishOutcome:
+    if name not in _slow_runs:
+        start_slow_failures({SLOW_FAILURES[name][0]})
+    return _slow_runs[name].result(timeout=timeout)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -15,12 +18,15 @@ from juicefs_csi.metrics import Metrics
 from juicefs_csi.mount import health
 from juicefs_csi.mount.base import Mounter, PublishRequest
 from juicefs_csi.mount.state import PublishInputs
-from juicefs_csi.mount.targets import validate_target
+from juicefs_csi.mount.targets import mount_entries, validate_target
 from juicefs_csi.volume.settings import parse_volume_settings, validate_volume_id
 
 log = logging.getLogger("juicefs_csi.node")
 NodeCapability = csi_pb2.NodeServiceCapability
 POD_UID_ATTRIBUTE = "csi.storage.k8s.io/pod.uid"
+STATS_TIMEOUT_SECONDS = 5.0
+# statfs of a hung FUSE mount blocks its thread: a bounded pool caps what a hung volume costs.
+_STATS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume-stats")
 
 
 class NodeService(csi_pb2_grpc.NodeServicer):
@@ -77,13 +83,15 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         if published is None or published.volume_id != request.volume_id:
             raise NotFound(f"volume {request.volume_id} is not published at {path} on this node")
         state, reason = await health.probe(path)
+        stats = None
+        if state is health.PathState.HEALTHY:
+            stats, reason = await _juicefs_statvfs(path)
         labels = (self.node_id, request.volume_id, path, "")
-        if state is not health.PathState.HEALTHY:
+        if stats is None:
             self.metrics.volume_path_health.labels(*labels).set(0)
             return csi_pb2.NodeGetVolumeStatsResponse(
                 volume_condition=csi_pb2.VolumeCondition(abnormal=True, message=reason)
             )
-        stats = await health.statvfs(path)
         self.metrics.volume_path_health.labels(*labels).set(1)
         usage = csi_pb2.VolumeUsage
         total, free = stats.f_blocks * stats.f_frsize, stats.f_bfree * stats.f_frsize
@@ -122,6 +130,37 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     def _forget_health(self, volume_id: str, target: str) -> None:
         with contextlib.suppress(KeyError):
             self.metrics.volume_path_health.remove(self.node_id, volume_id, target, "")
+
+
+def _statvfs_with_device(path: str) -> tuple[os.statvfs_result, str]:
+    """statfs and the device of one open directory, so both describe the same file system."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        device = os.fstat(fd).st_dev
+        return os.fstatvfs(fd), f"{os.major(device)}:{os.minor(device)}"
+    finally:
+        os.close(fd)
+
+
+async def _juicefs_statvfs(path: str) -> tuple[os.statvfs_result | None, str]:
+    """The statfs of the JuiceFS mount at `path`, or why there is none to report.
+
+    A plain stat may still succeed from the kernel's attribute cache after the client died, and
+    while a client is recovered the target is briefly a bare directory: only statfs answered by
+    a JuiceFS mount sitting at `path` is the volume's usage.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        stats, device = await asyncio.wait_for(
+            loop.run_in_executor(_STATS, _statvfs_with_device, path), STATS_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        return None, f"statfs {path} did not answer within {STATS_TIMEOUT_SECONDS:.0f}s"
+    except OSError as exc:
+        return None, f"{path}: {os.strerror(exc.errno or 0)}"
+    if not any(entry.is_juicefs and entry.device == device for entry in await mount_entries(path)):
+        return None, f"{path} is not a JuiceFS mount (its client may be restarting)"
+    return stats, ""
 
 
 def _publish_request(request: csi_pb2.NodePublishVolumeRequest) -> PublishRequest:

@@ -73,12 +73,22 @@ class CsiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            observed = False
+
+            def observe() -> None:
+                """Once per call, and before `abort`, which sends the status to the client at once."""
+                nonlocal observed
+                if not observed:
+                    observed = True
+                    self.metrics.rpc_duration.labels(method, code.name).observe(time.perf_counter() - started)
+
             try:
                 return await inner(request, context)
             except DriverError as exc:
                 code = STATUS_CODES[exc.kind]
                 message = redact(exc.message, request_secret_values(request))
                 log.warning("rpc failed", extra={"method": method, "code": code.name, "error": message})
+                observe()
                 await context.abort(code, message)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -86,9 +96,10 @@ class CsiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc crashed", extra={"method": method})
+                observe()
                 await context.abort(code, f"{method}: internal error, see the driver log")
             finally:
-                self.metrics.rpc_duration.labels(method, code.name).observe(time.perf_counter() - started)
+                observe()
 
         return call
 
