@@ -21,6 +21,7 @@ from juicefs_csi.csi.server import start_server
 from juicefs_csi.juicefs.runner import JuiceFS
 from juicefs_csi.metrics import Metrics, serve_metrics
 from juicefs_csi.mount.process import ProcessMounter, ProcessMounterConfig
+from juicefs_csi.mount.state import make_private_dir
 
 log = logging.getLogger("juicefs_csi.driver")
 
@@ -45,6 +46,7 @@ class DriverConfig:
 class Driver:
     def __init__(self, config: DriverConfig) -> None:
         self.config = config
+        make_private_dir(config.state_dir)
         self.metrics = Metrics(config.node_id)
         self.juicefs = JuiceFS(config.juicefs_binary)
         self.mounter = ProcessMounter(

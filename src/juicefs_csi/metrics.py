@@ -5,11 +5,59 @@ Names follow the Go driver (`juicefs_volume_errors`, ...) so existing dashboards
 
 from __future__ import annotations
 
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 RPC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ExactNameCounter(Collector):
+    """A counter exposed under its exact name, without the `_total` suffix prometheus_client adds.
+
+    The Go driver's series are `juicefs_volume_errors` and `juicefs_volume_del_errors`;
+    dashboards and alerts query those names, so they are served untyped, as is.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._values: defaultdict[tuple[str, ...], float] = defaultdict(float)
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> _CounterChild:
+        return _CounterChild(self, tuple(values))
+
+    def _inc(self, key: tuple[str, ...], amount: float) -> None:
+        with self._lock:
+            self._values[key] += amount
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "unknown")]
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "unknown")
+        with self._lock:
+            for key, value in self._values.items():
+                metric.add_sample(self.name, dict(zip(self.labelnames, key, strict=True)), value)
+        yield metric
+
+
+class _CounterChild:
+    def __init__(self, parent: ExactNameCounter, key: tuple[str, ...]) -> None:
+        self.parent = parent
+        self.key = key
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.parent._inc(self.key, amount)
 
 
 class Metrics:
@@ -17,11 +65,11 @@ class Metrics:
         self.node_name = node_name
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.volume_errors = Counter(
-            "juicefs_volume_errors", "Failed NodePublishVolume calls.", ["node_name"], registry=registry
+        self.volume_errors = ExactNameCounter(
+            "juicefs_volume_errors", "Failed NodePublishVolume calls.", ["node_name"], registry
         )
-        self.volume_del_errors = Counter(
-            "juicefs_volume_del_errors", "Failed NodeUnpublishVolume calls.", ["node_name"], registry=registry
+        self.volume_del_errors = ExactNameCounter(
+            "juicefs_volume_del_errors", "Failed NodeUnpublishVolume calls.", ["node_name"], registry
         )
         self.volume_path_health = Gauge(
             "juicefs_volume_path_health",

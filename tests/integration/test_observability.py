@@ -73,11 +73,6 @@ def test_failed_publish_is_counted_with_its_code(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (metrics.py): prometheus_client suffixes counters with _total, so the series is "
-    "juicefs_volume_errors_total, not the Go driver's juicefs_volume_errors that dashboards query",
-)
 def test_failed_publish_counter_keeps_the_go_driver_series_name(
     driver: DriverProcess, sqlite_secret: dict[str, str], workdir: Path
 ) -> None:

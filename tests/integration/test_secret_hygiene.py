@@ -166,11 +166,6 @@ def test_state_holding_secrets_is_private(
 
 
 @pytest.mark.mounts
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: not all driver state is private: the state root and the controller registry "
-    "(controller/registry.py) are created 0755 with 0644 records, and mount/state.py's format markers are 0644",
-)
 def test_all_driver_state_is_private(driver: DriverProcess, sqlite_secret: dict[str, str], workdir: Path) -> None:
     driver.controller.CreateVolume(
         csi_pb2.CreateVolumeRequest(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from juicefs_csi.mount.state import make_private_dir, write_private
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class VolumeRecord:
 class VolumeRegistry:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(root)
 
     def _path(self, volume_id: str) -> Path:
         return self.root / f"{volume_id}.json"
@@ -31,10 +32,7 @@ class VolumeRegistry:
             return None
 
     def put(self, record: VolumeRecord) -> None:
-        path = self._path(record.volume_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record), sort_keys=True))
-        os.replace(tmp, path)
+        write_private(self._path(record.volume_id), asdict(record))
 
     def delete(self, volume_id: str) -> None:
         self._path(volume_id).unlink(missing_ok=True)

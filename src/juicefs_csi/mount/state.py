@@ -53,14 +53,13 @@ class StateStore:
         self.formatted = root / "formatted"
         self.logs = root / "logs"
         for directory in (self.root, self.clients, self.formatted, self.logs):
-            directory.mkdir(parents=True, exist_ok=True)
-            os.chmod(directory, 0o700)
+            make_private_dir(directory)
 
     def save(self, record: ClientRecord) -> None:
-        _write_private(self.clients / f"{record.key}.json", asdict(record))
+        write_private(self.clients / f"{record.key}.json", asdict(record))
 
     def save_inputs(self, key: str, inputs: PublishInputs) -> None:
-        _write_private(self.clients / f"{key}.inputs.json", asdict(inputs))
+        write_private(self.clients / f"{key}.inputs.json", asdict(inputs))
 
     def load_all(self) -> list[tuple[ClientRecord, PublishInputs | None]]:
         loaded = []
@@ -84,14 +83,29 @@ class StateStore:
         return (self.formatted / fingerprint).exists()
 
     def mark_formatted(self, fingerprint: str) -> None:
-        (self.formatted / fingerprint).touch()
+        os.close(os.open(self.formatted / fingerprint, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _write_private(path: Path, data: dict[str, Any]) -> None:
+def make_private_dir(path: Path) -> None:
+    """Driver state is root's alone: records name volumes, inputs hold Secrets.
+
+    Every directory created on the way is private too, not only the last one.
+    """
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    os.chmod(missing[0] if missing else path, 0o700)
+
+
+def write_private(path: Path, data: dict[str, Any]) -> None:
     """Atomic replace, created 0600 so a secret is never readable even for an instant.
 
     No fsync: the records only matter while the host (and so the page cache) stays up,
@@ -99,6 +113,7 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     """
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a leftover temp file keeps its old mode through O_CREAT
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, sort_keys=True)
     os.replace(tmp, path)
