@@ -23,7 +23,6 @@ import pytest
 
 from tests.support.backends import SETUP_HINT, PostgresServer, RedisServer, S3Server, free_port
 
-
 SECRET_ENV = ("META_PASSWORD", "ACCESS_KEY", "SECRET_KEY")
 MOUNT_TIMEOUT = 60.0
 GIB = 1 << 30
