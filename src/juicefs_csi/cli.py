@@ -13,6 +13,7 @@ from pathlib import Path
 
 from juicefs_csi import DRIVER_NAME, __version__, quickstart
 from juicefs_csi.driver import Driver, DriverConfig
+from juicefs_csi.kube.client import KubeSettings
 from juicefs_csi.logs import configure_logging
 
 DEFAULT_WEB_PORT = 8080
@@ -48,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--by-process",
         action="store_true",
-        default=True,
-        help="run juicefs clients as processes of the driver (the only mode without Kubernetes)",
+        default=env.get("BY_PROCESS", "").lower() == "true",
+        help="run juicefs clients as processes of the driver instead of mount pods "
+        "(also the mode when no Kubernetes API is configured)",
     )
     parser.add_argument("--driver-name", default=env.get("DRIVER_NAME", DRIVER_NAME))
     parser.add_argument(
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> DriverConfig:
     run_node, run_controller = _roles(args.role, os.environ.get("POD_NAME", ""))
     return DriverConfig(
+        by_process=args.by_process,
+        kube=None if args.by_process else kube_settings(),
         endpoint=args.endpoint,
         node_id=args.nodeid,
         state_dir=args.state_dir,
@@ -96,6 +100,13 @@ def config_from_args(args: argparse.Namespace) -> DriverConfig:
         client_metrics_host=args.client_metrics_host,
         allowed_target_prefix=args.kubelet_dir,
     )
+
+
+def kube_settings() -> KubeSettings | None:
+    """Kubernetes is configured when running in a pod (service account) or when KUBECONFIG is set."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") or os.environ.get("KUBECONFIG"):
+        return KubeSettings.from_env()
+    return None
 
 
 async def _serve(config: DriverConfig) -> None:

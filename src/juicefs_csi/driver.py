@@ -1,11 +1,19 @@
-"""Assembles a driver process from its configuration: services, mounter, metrics endpoint."""
+"""Assembles a driver process from its configuration: services, mounters, Kubernetes parts, metrics.
+
+Process mode runs clients as the driver's own processes; mount pod mode (when
+Kubernetes is configured and `--by-process` is not set) runs them in mount pods.
+The controller's file operations always use a process mount of the volume root.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass, field
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -19,9 +27,16 @@ from juicefs_csi.csi.node import NodeService
 from juicefs_csi.csi.proto import csi_pb2_grpc
 from juicefs_csi.csi.server import start_server
 from juicefs_csi.juicefs.runner import JuiceFS
+from juicefs_csi.kube.client import KubeSettings, make_client, request_counter
+from juicefs_csi.kube.node_pods import NodePods
 from juicefs_csi.metrics import Metrics, serve_metrics
+from juicefs_csi.mount.base import Mounter
+from juicefs_csi.mount.pod import PodMounter, PodMounterConfig
 from juicefs_csi.mount.process import ProcessMounter, ProcessMounterConfig
 from juicefs_csi.mount.state import make_private_dir
+from juicefs_csi.mountpod.spec import parse_environment
+from juicefs_csi.node.global_config import GlobalConfigWatcher
+from juicefs_csi.node.reconciler import Reconciler
 
 log = logging.getLogger("juicefs_csi.driver")
 
@@ -34,13 +49,14 @@ class DriverConfig:
     mount_root: Path
     run_node: bool = True
     run_controller: bool = True
+    by_process: bool = True
+    kube: KubeSettings | None = None
     driver_name: str = DRIVER_NAME
     web_host: str = "0.0.0.0"
     web_port: int | None = None
     client_metrics_host: str = "0.0.0.0"
     allowed_target_prefix: str = ""
     juicefs_binary: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Driver:
@@ -49,7 +65,7 @@ class Driver:
         make_private_dir(config.state_dir)
         self.metrics = Metrics(config.node_id)
         self.juicefs = JuiceFS(config.juicefs_binary)
-        self.mounter = ProcessMounter(
+        self.processes = ProcessMounter(
             ProcessMounterConfig(
                 state_dir=config.state_dir / "node",
                 mount_root=config.mount_root,
@@ -59,26 +75,33 @@ class Driver:
             self.juicefs,
             self.metrics,
         )
+        self.mounter: Mounter = self.processes
         self._server: grpc.aio.Server | None = None
         self._web: web.AppRunner | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def mode(self) -> str:
+        return "process" if self.config.by_process or self.config.kube is None else "mountpod"
 
     async def start(self) -> None:
-        await self.mounter.start()
-        services: list[tuple[object, object]] = [
+        await self.processes.start()
+        if self.config.run_node and self.mode == "mountpod":
+            self.mounter = await self._stack.enter_async_context(self._mount_pod_mode())
+        services: list[tuple[Any, Any]] = [
             (
                 csi_pb2_grpc.add_IdentityServicer_to_server,
                 IdentityService(self.juicefs, self.config.run_controller, self.config.driver_name),
             ),
         ]
         if self.config.run_controller:
-            files = VolumeFiles(self.mounter, self.juicefs)
+            files = VolumeFiles(self.processes, self.juicefs)
             registry = VolumeRegistry(self.config.state_dir / "controller" / "volumes")
             services.append((csi_pb2_grpc.add_ControllerServicer_to_server, ControllerService(files, registry)))
         if self.config.run_node:
-            services.append(
-                (csi_pb2_grpc.add_NodeServicer_to_server, NodeService(self.config.node_id, self.mounter, self.metrics))
-            )
-        self._server = await start_server(self.config.endpoint, services, self.metrics)  # type: ignore[arg-type]
+            node = NodeService(self.config.node_id, self.mounter, self.metrics)
+            services.append((csi_pb2_grpc.add_NodeServicer_to_server, node))
+        self._server = await start_server(self.config.endpoint, services, self.metrics)
         if self.config.web_port is not None:
             self._web = await serve_metrics(self.metrics, self.config.web_host, self.config.web_port)
         log.info(
@@ -87,21 +110,41 @@ class Driver:
                 "node_id": self.config.node_id,
                 "controller": self.config.run_controller,
                 "node": self.config.run_node,
-                "mode": "process",
+                "mode": self.mode,
             },
         )
 
+    @contextlib.asynccontextmanager
+    async def _mount_pod_mode(self) -> AsyncIterator[PodMounter]:
+        """The node's pod cache, the global ConfigMap, the mount pod mounter and its reconciler."""
+        assert self.config.kube is not None
+        client = make_client(self.config.kube, request_counter(self.metrics.registry))
+        environment = parse_environment(os.environ)
+        pods = NodePods.from_env(self.config.node_id, client, self.metrics.registry)
+        watcher = GlobalConfigWatcher(client, environment.namespace)
+        await watcher.start()
+        mounter = PodMounter(
+            client,
+            pods,
+            PodMounterConfig(self.config.node_id, environment, allowed_target_prefix=self.config.allowed_target_prefix),
+            watcher,
+            self.metrics,
+        )
+        await mounter.start()
+        reconciler = Reconciler(mounter)
+        reconciler.start()
+        try:
+            yield mounter
+        finally:
+            await reconciler.stop()
+            await mounter.close()
+            await watcher.stop()
+
     async def stop(self, grace: float = 5.0) -> None:
-        """Stops serving; mounts and clients stay up for the next driver run."""
+        """Stops serving; mounts, clients and mount pods stay up for the next driver run."""
         if self._server is not None:
             await self._server.stop(grace)
         if self._web is not None:
             await self._web.cleanup()
-        await self.mounter.close()
-
-    async def run_forever(self) -> None:
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
+        await self._stack.aclose()
+        await self.processes.close()

@@ -278,11 +278,6 @@ def test_stats_condition_when_the_client_is_killed(
 
 
 @pytest.mark.mounts
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (mount/process.py _recover): targets are unmounted before the new client starts, so during "
-    "recovery a workload's volume path is the bare host directory and its writes land on the node's disk",
-)
 def test_target_never_becomes_a_bare_directory_during_recovery(
     driver: DriverProcess, sqlite_secret: dict[str, str], workdir: Path
 ) -> None:

@@ -87,6 +87,7 @@ class DriverProcess:
             f"--mount-root={self.mount_root}",
             f"--metrics-port={self.metrics_port}",
             "--client-metrics-host=127.0.0.1",
+            "--by-process",
             "--log-format=json",
             "--log-level=debug",
             *self.extra_args,

@@ -185,9 +185,7 @@ class KubeletClient:
             except (OSError, ssl.SSLError) as exc:
                 raise KubeletUnauthorized(f"kubelet client certificate unusable: {exc}") from None
             # trust_env=False: HTTPS_PROXY is meant for the outside world, never for the node's own kubelet.
-            self._http = httpx.AsyncClient(
-                verify=context, timeout=httpx.Timeout(self.config.timeout), trust_env=False
-            )
+            self._http = httpx.AsyncClient(verify=context, timeout=httpx.Timeout(self.config.timeout), trust_env=False)
         return self._http
 
     def _headers(self) -> dict[str, str]:

@@ -310,9 +310,7 @@ class NodePods:
                 self._failed(exc.reason, str(exc))
                 return False
             if self._failures:
-                log.info(
-                    "kubelet answers again", extra={"node": self.node_name, "failed_requests": self._failures}
-                )
+                log.info("kubelet answers again", extra={"node": self.node_name, "failed_requests": self._failures})
                 self._failures = 0
             self._apply_poll(pods)
             self._last_poll_ok = True

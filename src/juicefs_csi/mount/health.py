@@ -18,13 +18,18 @@ class PathState(Enum):
     BROKEN = "broken"
     MISSING = "missing"
     HUNG = "hung"
+    NOT_MOUNTED = "not mounted"
 
 
-async def probe(path: str, timeout: float = 5.0) -> tuple[PathState, str]:
-    """The state and a human reason (empty when healthy)."""
+async def probe(path: str, timeout: float = 5.0, root_inode: int | None = None) -> tuple[PathState, str]:
+    """The state and a human reason (empty when healthy).
+
+    With `root_inode`, `path` must be the root of a mount: a detached mount point
+    stats fine, as the plain directory it was mounted on.
+    """
     loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(loop.run_in_executor(_PROBES, os.stat, path), timeout)
+        result = await asyncio.wait_for(loop.run_in_executor(_PROBES, os.stat, path), timeout)
     except TimeoutError:
         return PathState.HUNG, f"stat {path} did not answer within {timeout:.0f}s"
     except FileNotFoundError:
@@ -33,6 +38,8 @@ async def probe(path: str, timeout: float = 5.0) -> tuple[PathState, str]:
         if exc.errno in BROKEN_ERRNOS:
             return PathState.BROKEN, f"{path}: {os.strerror(exc.errno or 0)}"
         raise
+    if root_inode is not None and result.st_ino != root_inode:
+        return PathState.NOT_MOUNTED, f"{path} is not a mount point any more"
     return PathState.HEALTHY, ""
 
 

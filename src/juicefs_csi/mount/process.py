@@ -3,6 +3,10 @@
 Every target is a bind of a sub-path of that client's mount point. The driver
 watches each client: when one dies or its mount breaks, it remounts and
 re-binds every target, so workloads see their files again without acting.
+
+A client is a process group: `juicefs mount` in the foreground is a supervisor
+that runs the FUSE server as its child (and restarts that child itself). The
+driver starts it as a session leader, watches the leader and kills the group.
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from juicefs_csi.errors import AlreadyExists, DriverError, FailedPrecondition, Internal
+from juicefs_csi.errors import AlreadyExists, DriverError, FailedPrecondition, Internal, Unavailable
 from juicefs_csi.juicefs.commands import mount_command
 from juicefs_csi.juicefs.runner import NOT_FORMATTED, JuiceFS, base_environment
 from juicefs_csi.metrics import Metrics
+from juicefs_csi.mount import syscalls
 from juicefs_csi.mount import targets as target_ops
 from juicefs_csi.mount.base import PublishedTarget, PublishRequest
 from juicefs_csi.mount.health import PathState, probe
+from juicefs_csi.mount.locks import KeyedLocks
+from juicefs_csi.mount.mountinfo import mounts_at, read_mounts
 from juicefs_csi.mount.state import ClientRecord, PublishInputs, StateStore, TargetRecord, fingerprint
 from juicefs_csi.volume.secrets import redact
 from juicefs_csi.volume.settings import VolumeSettings, parse_volume_settings
@@ -37,6 +44,11 @@ JUICEFS_ROOT_INODE = 1
 READY_POLL_SECONDS = 0.005
 RECOVERY_RETRY_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
+# A stat that hangs this long is a hung client, not a dead one: never a reason to kill it.
+HEALTH_PROBE_SECONDS = 5.0
+FUSECTL = "/sys/fs/fuse/connections"
+# Kernel-internal dev_t, which names a connection in fusectl: 12 bits major, 20 bits minor.
+KERNEL_MINOR_BITS = 20
 
 
 @dataclass
@@ -46,10 +58,15 @@ class Client:
     record: ClientRecord
     settings: VolumeSettings
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    process: asyncio.subprocess.Process | None = None
+    # Our own child, to reap; None for a client adopted from an earlier driver run.
+    process: subprocess.Popen[bytes] | None = None
     watcher: asyncio.Task[None] | None = None
     stopping: bool = False
+    stop_task: asyncio.Task[None] | None = None
     delayed_stop: asyncio.TimerHandle | None = None
+    recovery: asyncio.Task[None] | None = None
+    recovery_reason: str = ""
+    # Publishes between picking this client and recording their target, and controller borrows.
     borrowers: int = 0
 
     @property
@@ -75,15 +92,17 @@ class ProcessMounter:
         self.state = StateStore(config.state_dir)
         self.clients: dict[str, Client] = {}
         self.target_index: dict[str, str] = {}
-        self._creation_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._target_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._creation_locks = KeyedLocks()
+        self._target_locks = KeyedLocks()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fusectl: str | None = None
         config.mount_root.mkdir(parents=True, exist_ok=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._fusectl = await asyncio.to_thread(_fusectl_root)
         for record, inputs in self.state.load_all():
             if inputs is None:
                 log.warning("dropping client state without inputs", extra={"client": record.key})
@@ -104,17 +123,21 @@ class ProcessMounter:
 
     async def close(self) -> None:
         """Idle clients (no targets, e.g. lingering after controller work) stop; the rest stay up."""
-        idle = [c for c in self.clients.values() if not c.in_use and not c.stopping]
-        for client in idle:
+        if self._health_task:
+            self._health_task.cancel()
+        for client in self.clients.values():
+            for task in (client.watcher, client.recovery):
+                if task:
+                    task.cancel()
             if client.delayed_stop:
                 client.delayed_stop.cancel()
-            client.stopping = True
-        await asyncio.gather(*(self._stop(c) for c in idle))
+                client.delayed_stop = None
+            if not client.in_use:
+                self._begin_stop(client)
+        stops = [c.stop_task for c in self.clients.values() if c.stop_task]
+        await asyncio.gather(*stops, return_exceptions=True)
         tasks = [t for t in (self._health_task, *self._tasks) if t]
         tasks += [c.watcher for c in self.clients.values() if c.watcher]
-        for client in self.clients.values():
-            if client.delayed_stop:
-                client.delayed_stop.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -132,78 +155,116 @@ class ProcessMounter:
     async def publish(self, request: PublishRequest) -> PublishedTarget:
         target = target_ops.validate_target(request.target, self.config.allowed_target_prefix)
         key = request.settings.client_key
-        async with self._target_locks[target]:
+        async with self._target_locks.hold(target):
             existing = self.target_index.get(target)
             if existing is not None and existing != key:
                 raise AlreadyExists(
                     f"target {target} is already published with a different volume or different mount settings"
                 )
             client = await self._client_for(request.settings, request.inputs)
+            try:
+                published = await self._publish_to(client, target, request)
+            finally:
+                stop = self._release(client)
+        if stop:  # a failed first publish: the client it started goes again
+            await asyncio.wait({stop})
+        return published
+
+    async def _publish_to(self, client: Client, target: str, request: PublishRequest) -> PublishedTarget:
+        """Bind only from a serving client: a dead one is recovered first, and the bind waits for it."""
+        wanted = TargetRecord(request.settings.sub_path, request.read_only)
+        for attempt in range(2):
+            if client.recovery is not None:
+                await asyncio.wait({client.recovery}, timeout=self.config.ready_timeout)
             async with client.lock:
-                if client.stopping or self.clients.get(key) is not client:
+                if self.clients.get(client.record.key) is not client:
                     raise Internal(f"the client of volume {request.settings.volume_id} stopped during publish")
-                wanted = TargetRecord(request.settings.sub_path, request.read_only)
                 known = client.record.targets.get(target)
                 if known is not None and known != wanted:
                     raise AlreadyExists(f"target {target} is already published with different sub-path or access")
                 if known is None or not await self._target_serves(client, target):
-                    await self._bind_target(client, target, wanted)
+                    healthy, reason = await self._check(client)
+                    if healthy:
+                        try:
+                            await self._bind_target(client, target, wanted)
+                        except DriverError as exc:
+                            # The client may have died under the bind: then that is the failure to repair.
+                            healthy, reason = await self._check(client)
+                            if healthy:
+                                raise
+                            reason = f"{reason} ({exc.message})"
+                    if not healthy:
+                        if attempt:
+                            raise Unavailable(f"the juicefs client of volume {request.settings.volume_id}: {reason}")
+                        self._recover_soon(client, reason)
+                        continue
                     client.record.targets[target] = wanted
-                    self.target_index[target] = key
+                    self.target_index[target] = client.record.key
                     self.state.save(client.record)
-            record = client.record
-            return PublishedTarget(record.volume_id, target, record.mountpoint, record.metrics_port)
+                record = client.record
+                return PublishedTarget(record.volume_id, target, record.mountpoint, record.metrics_port)
+        raise AssertionError("unreachable")
 
     async def unpublish(self, target: str) -> None:
+        """Forget the target before unmounting it, so a concurrent recovery never re-binds it."""
         target = target_ops.validate_target(target)
-        async with self._target_locks[target]:
+        stop = None
+        async with self._target_locks.hold(target):
             key = self.target_index.get(target)
-            await target_ops.remove_target(target)
             client = self.clients.get(key) if key else None
-            if client is None:
-                return
-            async with client.lock:
-                client.record.targets.pop(target, None)
-                self.target_index.pop(target, None)
-                self.state.save(client.record)
-                if not client.in_use:
-                    self._schedule_stop(client)
-        self._target_locks.pop(target, None)
+            if client is not None:
+                async with client.lock:
+                    client.record.targets.pop(target, None)
+                    self.target_index.pop(target, None)
+                    self.state.save(client.record)
+            try:
+                await target_ops.remove_target(target)
+            finally:
+                if client is not None:
+                    stop = self._stop_if_idle(client)
+        if stop:  # the last target: kubelet may count on the volume being released when we answer
+            await asyncio.wait({stop})
 
     @contextlib.asynccontextmanager
     async def borrow(self, settings: VolumeSettings, inputs: PublishInputs) -> AsyncIterator[str]:
         """The client's mount point, held without a target: for the controller's file operations."""
         client = await self._client_for(settings, inputs)
-        client.borrowers += 1
         try:
             yield client.record.mountpoint
         finally:
-            client.borrowers -= 1
-            if not client.in_use:
-                self._schedule_stop(client)
+            stop = self._release(client)
+            if stop:
+                await asyncio.wait({stop})
 
     # -- clients -------------------------------------------------------------------------------
 
     async def _client_for(self, settings: VolumeSettings, inputs: PublishInputs) -> Client:
-        """Exactly one client per key, however many publishes race for it."""
+        """Exactly one client per key, however many publishes race for it.
+
+        The caller becomes a borrower of the returned client, so it cannot stop
+        before the caller records a target or calls `_release`.
+        """
         key = settings.client_key
-        async with self._creation_locks[key]:
-            client = self.clients.get(key)
-            if client is not None and not client.stopping:
-                if client.delayed_stop:
-                    client.delayed_stop.cancel()
-                    client.delayed_stop = None
-                return client
-            if client is not None:
-                async with client.lock:
-                    pass  # a stop in progress finishes before the key is reused
+        async with self._creation_locks.hold(key):
+            while (client := self.clients.get(key)) is not None:
+                if not client.stopping:
+                    if client.delayed_stop:
+                        client.delayed_stop.cancel()
+                        client.delayed_stop = None
+                    client.borrowers += 1
+                    return client
+                # Its stop still owns the key's mount point and state; a new client waits for it.
+                if client.stop_task is not None and not client.stop_task.done():
+                    await asyncio.wait({client.stop_task})
+                elif self.clients.get(key) is client:
+                    del self.clients[key]
             record = ClientRecord(
                 key=key,
                 volume_id=settings.volume_id,
                 mountpoint=str(self.config.mount_root / key),
                 metrics_port=_free_port(self.config.metrics_host),
             )
-            client = Client(record, settings)
+            client = Client(record, settings, borrowers=1)
             async with client.lock:
                 self.state.save_inputs(key, inputs)
                 try:
@@ -212,8 +273,12 @@ class ProcessMounter:
                     self.state.delete(key)
                     raise
                 self.clients[key] = client
-                self.state.save(record)
             return client
+
+    def _release(self, client: Client) -> asyncio.Task[None] | None:
+        """End a borrow; the stop it starts, if it was the last use."""
+        client.borrowers -= 1
+        return self._stop_if_idle(client)
 
     async def _launch(self, client: Client) -> None:
         """Format if asked to, start the client and wait until its mount point answers."""
@@ -235,26 +300,19 @@ class ProcessMounter:
             f"{self.config.metrics_host}:{record.metrics_port}",
         )
         log_path = self.state.log_path(record.key)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *command.argv,
-                env={**base_environment(), **command.env},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log_fd)
-        client.process, record.pid, client.stopping = process, process.pid, False
+            process = _spawn(command.argv, {**base_environment(), **command.env}, log_path)
+        except OSError as exc:
+            raise Internal(f"cannot start juicefs for volume {record.volume_id}: {exc.strerror}") from None
+        client.process, record.pid = process, process.pid
         try:
             await self._wait_ready(client, log_path)
         except BaseException:
-            await self._kill(process.pid)
+            await self._kill(client)
             await target_ops.unmount_all(mountpoint)
             raise
-        client.watcher = asyncio.create_task(self._watch_child(client, process), name=f"watch-{record.key}")
+        client.watcher = asyncio.create_task(self._watch_pid(client, process.pid), name=f"watch-{record.key}")
+        self.state.save(record)
         self.metrics.mount_clients.labels(
             self.metrics.node_name, record.volume_id, mountpoint, str(record.metrics_port)
         ).set(1)
@@ -274,7 +332,7 @@ class ProcessMounter:
         assert process is not None
         deadline = time.monotonic() + self.config.ready_timeout
         while time.monotonic() < deadline:
-            if process.returncode is not None:
+            if process.poll() is not None:
                 raise self._launch_error(client, log_path, f"exited with code {process.returncode}")
             if await asyncio.to_thread(_is_juicefs_root, client.record.mountpoint):
                 return
@@ -286,73 +344,92 @@ class ProcessMounter:
         message = f"juicefs mount of volume {client.record.volume_id} {what}: {tail}"
         return FailedPrecondition(message) if NOT_FORMATTED in tail else Internal(message)
 
-    def _schedule_stop(self, client: Client) -> None:
-        """Stop now, or after the volume's delete delay so a returning workload reuses the client."""
+    def _stop_if_idle(self, client: Client) -> asyncio.Task[None] | None:
+        """Stop now (returning the stop), or after the volume's delete delay so a returning workload reuses it."""
+        if client.in_use or client.stopping or self.clients.get(client.record.key) is not client:
+            return None
         delay = client.settings.delete_delay
         if delay > 0:
-            client.delayed_stop = asyncio.get_running_loop().call_later(delay, self._stop_if_unused, client)
-        else:
-            self._stop_if_unused(client)
+            if client.delayed_stop:
+                client.delayed_stop.cancel()
+            client.delayed_stop = asyncio.get_running_loop().call_later(delay, self._begin_stop, client)
+            return None
+        return self._begin_stop(client)
 
-    def _stop_if_unused(self, client: Client) -> None:
+    def _begin_stop(self, client: Client) -> asyncio.Task[None] | None:
+        """Marks the client stopping at once, so no publish picks it up while the stop runs."""
         client.delayed_stop = None
-        if client.in_use:
-            return
+        if client.stopping:
+            return client.stop_task
+        if client.in_use or self.clients.get(client.record.key) is not client:
+            return None
         client.stopping = True
-        self._background(self._stop(client), f"stop-{client.record.key}")
+        client.stop_task = self._background(self._stop(client), f"stop-{client.record.key}")
+        return client.stop_task
 
-    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _stop(self, client: Client) -> None:
         """Unmount first so the client exits cleanly; kill it only if it will not."""
-        async with client.lock:
-            if client.in_use:
-                client.stopping = False
-                return
-            record = client.record
-            if client.watcher:
-                client.watcher.cancel()
-            await target_ops.unmount_all(record.mountpoint)
-            if record.pid:
-                await self._wait_exit(record.pid, STOP_GRACE_SECONDS)
-            with contextlib.suppress(OSError):
-                os.rmdir(record.mountpoint)
-            self.state.delete(record.key)
-            with contextlib.suppress(KeyError):
-                self.metrics.mount_clients.remove(
-                    self.metrics.node_name, record.volume_id, record.mountpoint, str(record.metrics_port)
-                )
+        record = client.record
+        try:
+            async with client.lock:
+                for task in (client.watcher, client.recovery):
+                    if task and task is not asyncio.current_task():
+                        task.cancel()
+                # Found while still mounted: once detached, only the connection id can free a stuck client.
+                connections = await asyncio.to_thread(_client_connections, record)
+                await target_ops.unmount_all(record.mountpoint)
+                if record.pid and not await _exited(record.pid, record.mountpoint, STOP_GRACE_SECONDS):
+                    await self._kill(client, connections)
+                self._reap(client, record.pid)
+                with contextlib.suppress(OSError):
+                    os.rmdir(record.mountpoint)
+                self.state.delete(record.key)
+                with contextlib.suppress(KeyError):
+                    self.metrics.mount_clients.remove(
+                        self.metrics.node_name, record.volume_id, record.mountpoint, str(record.metrics_port)
+                    )
+                log.info("juicefs client stopped", extra={"volume_id": record.volume_id, "client": record.key})
+        except Exception:
+            log.exception("stopping juicefs client failed", extra={"client": record.key})
+        finally:
+            # Even a failed stop gives up the key: the next client unmounts whatever is left.
             if self.clients.get(record.key) is client:
                 del self.clients[record.key]
-            log.info("juicefs client stopped", extra={"volume_id": record.volume_id, "client": record.key})
 
     # -- recovery ------------------------------------------------------------------------------
 
     async def _adopt(self, client: Client) -> None:
-        """After a driver restart: keep a healthy client, repair a dead one."""
+        """After a driver restart: keep a healthy client, repair a dead one, stop an unused one."""
         record = client.record
-        state, _ = await probe(record.mountpoint)
-        if record.pid and _alive(record.pid) and state is PathState.HEALTHY:
+        async with client.lock:
+            if not client.in_use:
+                log.info("stopping juicefs client without targets", extra={"client": record.key})
+                self._stop_if_idle(client)
+                return
+            healthy, reason = await self._check(client)
+            if not healthy:
+                self._recover_soon(client, f"after driver restart: {reason}")
+                return
             client.watcher = asyncio.create_task(self._watch_pid(client, record.pid), name=f"watch-{record.key}")
-            for target, wanted in record.targets.items():
-                if not await self._target_serves(client, target):
-                    await self._bind_target(client, target, wanted)
+            try:
+                for target, wanted in record.targets.items():
+                    if not await self._target_serves(client, target):
+                        await self._bind_target(client, target, wanted)
+            except DriverError as exc:
+                self._recover_soon(client, f"after driver restart: {exc.message}")
             log.info("adopted running juicefs client", extra={"client": record.key, "pid": record.pid})
             self.metrics.mount_clients.labels(
                 self.metrics.node_name, record.volume_id, record.mountpoint, str(record.metrics_port)
             ).set(1)
-        else:
-            self._recover_soon(client, "client not running after driver restart")
-
-    async def _watch_child(self, client: Client, process: asyncio.subprocess.Process) -> None:
-        code = await process.wait()
-        self._on_exit(client, process.pid, f"client exited with code {code}")
 
     async def _watch_pid(self, client: Client, pid: int) -> None:
-        """pidfd tells us at once when a process that is not our child exits."""
+        """pidfd tells us at once when the client's leader exits, whether or not it is our child."""
         loop = asyncio.get_running_loop()
         try:
             fd = os.pidfd_open(pid)
@@ -374,95 +451,254 @@ class ProcessMounter:
         self._on_exit(client, pid, "client process exited")
 
     def _on_exit(self, client: Client, pid: int, reason: str) -> None:
+        self._reap(client, pid)
         if client.stopping or client.record.pid != pid:
             return
         log.warning("juicefs client died", extra={"client": client.record.key, "pid": pid, "reason": reason})
         self._recover_soon(client, reason)
 
     def _recover_soon(self, client: Client, reason: str) -> None:
-        self._background(self._recover(client, reason), f"recover-{client.record.key}")
+        """At most one recovery per client; a failure reported meanwhile makes it go round once more."""
+        client.recovery_reason = reason
+        if client.recovery is None:
+            client.recovery = self._background(self._recover(client), f"recover-{client.record.key}")
 
-    async def _recover(self, client: Client, reason: str) -> None:
+    async def _recover(self, client: Client) -> None:
         """Remount and re-bind until it works or nobody uses the volume any more."""
-        while True:
-            async with client.lock:
-                if client.stopping or not client.in_use or self.clients.get(client.record.key) is not client:
-                    return
-                record = client.record
-                try:
-                    await self._kill(record.pid)
-                    for target in record.targets:
-                        await target_ops.unmount_all(target)
-                    await self._launch(client)
-                    for target, wanted in record.targets.items():
-                        await self._bind_target(client, target, wanted)
-                    self.state.save(record)
-                except DriverError as exc:
-                    log.error("recovery failed, retrying", extra={"client": record.key, "error": exc.message})
-                else:
-                    self.metrics.mount_recoveries.labels(self.metrics.node_name, record.volume_id).inc()
-                    log.info(
-                        "recovered mount point",
-                        extra={
-                            "volume_id": record.volume_id,
-                            "client": record.key,
-                            "reason": reason,
-                            "targets": len(record.targets),
-                        },
-                    )
-                    return
-            await asyncio.sleep(RECOVERY_RETRY_SECONDS)
+        try:
+            while client.recovery_reason:
+                async with client.lock:
+                    reason, client.recovery_reason = client.recovery_reason, ""
+                    if client.stopping or not client.in_use or self.clients.get(client.record.key) is not client:
+                        return
+                    healthy, _ = await self._check(client)
+                    if healthy:  # repaired meanwhile, or a stale report
+                        continue
+                    try:
+                        await self._remount(client)
+                    except (DriverError, OSError) as exc:
+                        client.recovery_reason = client.recovery_reason or reason
+                        error = exc.message if isinstance(exc, DriverError) else str(exc)
+                        log.error("recovery failed, retrying", extra={"client": client.record.key, "error": error})
+                    else:
+                        record = client.record
+                        self.metrics.mount_recoveries.labels(self.metrics.node_name, record.volume_id).inc()
+                        log.info(
+                            "recovered mount point",
+                            extra={
+                                "volume_id": record.volume_id,
+                                "client": record.key,
+                                "reason": reason,
+                                "pid": record.pid,
+                                "targets": len(record.targets),
+                            },
+                        )
+                        continue
+                await asyncio.sleep(RECOVERY_RETRY_SECONDS)
+        finally:
+            client.recovery = None
+
+    async def _remount(self, client: Client) -> None:
+        """The whole old group goes first: an orphaned FUSE worker would serve on, unsupervised.
+
+        Targets stay on the dead mount (erroring) until the new bind replaces them:
+        unmounted, they would be bare directories on the node's disk.
+        """
+        record = client.record
+        if client.watcher:
+            client.watcher.cancel()
+            client.watcher = None
+        await self._kill(client)
+        await self._launch(client)
+        for target, wanted in record.targets.items():
+            await self._bind_target(client, target, wanted)
+        self.state.save(record)
 
     async def _health_loop(self) -> None:
-        """Catches what process exit does not: a mount that breaks under a live client."""
+        """Catches what the leader's exit does not: a mount that breaks or is detached under a live client."""
         while True:
             await asyncio.sleep(self.config.health_interval)
             for client in list(self.clients.values()):
-                if client.stopping or client.lock.locked() or not client.record.targets:
+                if client.stopping or client.recovery or client.lock.locked() or not client.record.targets:
                     continue
-                state, reason = await probe(client.record.mountpoint)
-                if state in (PathState.BROKEN, PathState.MISSING):
+                try:
+                    healthy, reason = await self._check(client)
+                except Exception:
+                    log.exception("health check failed", extra={"client": client.record.key})
+                    continue
+                if not healthy and not (client.stopping or client.recovery or client.lock.locked()):
                     log.warning("mount point broken", extra={"client": client.record.key, "reason": reason})
                     self._recover_soon(client, reason)
+
+    async def _check(self, client: Client) -> tuple[bool, str]:
+        """Healthy: the leader runs and the mount point is still the client's juicefs root.
+
+        A hung mount counts as healthy: killing a client that is slow would lose its writes.
+        """
+        record = client.record
+        if not _is_client_leader(record.pid, record.mountpoint):
+            return False, f"juicefs client {record.pid} is not running"
+        state, reason = await probe(record.mountpoint, HEALTH_PROBE_SECONDS, JUICEFS_ROOT_INODE)
+        if state in (PathState.BROKEN, PathState.MISSING, PathState.NOT_MOUNTED):
+            return False, reason
+        return True, ""
 
     # -- helpers -------------------------------------------------------------------------------
 
     async def _bind_target(self, client: Client, target: str, wanted: TargetRecord) -> None:
-        source = os.path.join(client.record.mountpoint, wanted.sub_path)
-        if wanted.sub_path:
-            await asyncio.to_thread(os.makedirs, source, 0o777, True)
-        await target_ops.unmount_all(target)
+        """Only ever from a live client mount: a bind of the bare directory below would serve local disk."""
+        mountpoint = client.record.mountpoint
+        state, reason = await probe(mountpoint, HEALTH_PROBE_SECONDS, JUICEFS_ROOT_INODE)
+        if state is not PathState.HEALTHY:
+            raise Unavailable(f"the juicefs client of volume {client.record.volume_id} is not serving: {reason}")
+        source = os.path.join(mountpoint, wanted.sub_path)
         try:
-            await target_ops.bind(source, target, wanted.read_only)
+            if wanted.sub_path:
+                await asyncio.to_thread(os.makedirs, source, 0o777, True)
+            await target_ops.replace_bind(source, target, wanted.read_only)
         except OSError as exc:
             raise Internal(f"bind {target}: {exc.strerror}") from None
 
     async def _target_serves(self, client: Client, target: str) -> bool:
-        entries = await target_ops.mount_entries(target)
-        if not entries or not entries[-1].is_juicefs:
+        """Bound to this client's current mount (not a dead or replaced one) and answering."""
+        entries = await asyncio.to_thread(read_mounts)
+        at_target, at_client = mounts_at(entries, target), mounts_at(entries, client.record.mountpoint)
+        if not at_target or not at_client or not at_target[-1].is_juicefs:
+            return False
+        if at_target[-1].device != at_client[-1].device:
             return False
         state, _ = await probe(target)
         return state is PathState.HEALTHY
 
-    async def _kill(self, pid: int) -> None:
-        """The client is a process group: juicefs' own supervisor and the FUSE server it restarts."""
-        if pid and _group_alive(pid):
-            _kill_group(pid)
-            await self._wait_exit(pid, STOP_GRACE_SECONDS)
+    async def _kill(self, client: Client, connections: set[int] | None = None) -> None:
+        """Kill the whole group (juicefs' supervisor and the FUSE server it restarts), then abort its connections.
 
-    async def _wait_exit(self, pid: int, timeout: float) -> None:
-        """Give the client's process group `timeout` to exit, then SIGKILL it and wait as long again."""
-        for attempt in range(2):
-            deadline = time.monotonic() + timeout
-            while _group_alive(pid):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                return
-            if attempt == 0:
-                _kill_group(pid)
-        log.error("juicefs client does not exit", extra={"pid": pid})
+        A supervisor thread can be blocked on a request to its own mount that the
+        killed worker had already read: it never returns, the supervisor keeps the
+        FUSE fd, and the connection with every access to the old mount (the driver's
+        own included) hangs for good. Aborting the connection releases all of them.
+        """
+        record = client.record
+        pid, mountpoint = record.pid, record.mountpoint
+        found = await asyncio.to_thread(_client_connections, record)
+        if connections is not None and connections - found:
+            # Found earlier, before a detach: the id may have been reused since, by a mount of someone else.
+            found |= connections - await asyncio.to_thread(_foreign_connections, record)
+        if pid and _client_group(pid, mountpoint):
+            _kill_group(pid)
+        self._abort(found)
+        if pid and not await _exited(pid, mountpoint, STOP_GRACE_SECONDS):
+            log.error("juicefs client does not exit", extra={"client": record.key, "pid": pid})
+        self._reap(client, pid)
+
+    def _abort(self, connections: set[int]) -> None:
+        if connections and self._fusectl is None:
+            log.warning("cannot abort FUSE connections without fusectl", extra={"connections": sorted(connections)})
+            return
+        for connection in sorted(connections):
+            try:
+                if self._fusectl and syscalls.abort_fuse_connection(self._fusectl, connection):
+                    log.info("aborted FUSE connection", extra={"connection": connection})
+            except OSError as exc:
+                log.warning("cannot abort FUSE connection", extra={"connection": connection, "error": str(exc)})
+
+    @staticmethod
+    def _reap(client: Client, pid: int) -> None:
+        """Our own child is reaped through its Popen; an adopted leader only if we are its reaper (pid 1)."""
+        if not pid:
+            return
+        if client.process is not None and client.process.pid == pid:
+            client.process.poll()
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+async def _exited(pid: int, mountpoint: str, timeout: float) -> bool:
+    """Whether the client's process group is gone within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while _client_group(pid, mountpoint):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _fusectl_root() -> str | None:
+    """Where fusectl is mounted, mounting it where systemd would if nobody has."""
+    for entry in read_mounts():
+        if entry.fs_type == "fusectl":
+            return entry.mount_point
+    try:
+        syscalls.mount_fusectl(FUSECTL)
+    except OSError as exc:
+        log.warning("fusectl unavailable: stuck FUSE connections cannot be aborted", extra={"error": str(exc)})
+        return None
+    return FUSECTL
+
+
+def _client_connections(record: ClientRecord) -> set[int]:
+    """The FUSE connections of a client: of its mounts (mount point and targets) and held by its processes."""
+    paths = {record.mountpoint, *record.targets}
+    connections = {_connection(e.device) for e in read_mounts() if e.is_juicefs and e.mount_point in paths}
+    if record.pid:
+        connections |= _group_connections(record.pid, record.mountpoint)
+    return connections
+
+
+def _foreign_connections(record: ClientRecord) -> set[int]:
+    """The device ids of every mount that is not the client's."""
+    paths = {record.mountpoint, *record.targets}
+    return {_connection(e.device) for e in read_mounts() if e.mount_point not in paths}
+
+
+def _connection(device: str) -> int:
+    """A mount's `major:minor` as the kernel-internal dev_t that names its FUSE connection in fusectl."""
+    major, minor = (int(part) for part in device.split(":"))
+    return (major << KERNEL_MINOR_BITS) | minor
+
+
+def _group_connections(pgid: int, mountpoint: str) -> set[int]:
+    """Connections behind the /dev/fuse fds of the group's threads, zombie leaders' live threads included.
+
+    Needs a kernel that names the connection in fdinfo; where it does not, the mounts must tell.
+    """
+    connections: set[int] = set()
+    for entry in os.scandir("/proc"):
+        fields = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is None or int(fields[2]) != pgid:
+            continue
+        with contextlib.suppress(OSError):
+            for task in os.scandir(f"/proc/{entry.name}/task"):
+                base = f"/proc/{entry.name}/task/{task.name}"
+                if not _runs_for_path(f"{base}/cmdline", mountpoint):
+                    continue
+                for fd in os.scandir(f"{base}/fd"):
+                    with contextlib.suppress(OSError, ValueError):
+                        if os.readlink(fd.path) != "/dev/fuse":
+                            continue
+                        with open(f"{base}/fdinfo/{fd.name}", encoding="ascii") as handle:
+                            for line in handle:
+                                if line.startswith("fuse_connection:"):
+                                    connections.add(int(line.split(":", 1)[1]))
+                break  # threads share their fd table
+    return connections
+
+
+def _spawn(argv: tuple[str, ...], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A client in its own session, logging to its file.
+
+    Not asyncio's subprocess: its transport kills a running child when it is
+    collected, and clients must outlive the driver. Not in a worker thread either:
+    a spawn there outlives a cancelled caller and would leave an untracked client.
+    """
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True
+        )
+    finally:
+        os.close(log_fd)
 
 
 def _is_juicefs_root(path: str) -> bool:
@@ -472,27 +708,60 @@ def _is_juicefs_root(path: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie waiting to be reaped."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
+    return _proc_stat_path(f"/proc/{pid}/stat")
+
+
+def _proc_stat_path(path: str) -> list[str] | None:
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _runs_for(pid: int, mountpoint: str) -> bool:
+    return _runs_for_path(f"/proc/{pid}/cmdline", mountpoint)
+
+
+def _runs_for_path(cmdline: str, mountpoint: str) -> bool:
+    """A juicefs process of this mount point: juicefs joins its argv into one string, the path stays a word."""
+    try:
+        with open(cmdline, "rb") as handle:
+            words = b" " + handle.read().replace(b"\0", b" ") + b" "
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    return b" " + os.fsencode(mountpoint) + b" " in words
 
 
-def _group_alive(pgid: int) -> bool:
-    """Any live member of the process group the client was started in (it leads its own session)."""
+def _is_client_leader(pid: int, mountpoint: str) -> bool:
+    """Alive, not a zombie, leading its own group, and our client: a recorded pid may have been reused."""
+    fields = _proc_stat(pid) if pid else None
+    return fields is not None and fields[0] != "Z" and int(fields[2]) == pid and _runs_for(pid, mountpoint)
+
+
+def _client_group(pgid: int, mountpoint: str) -> list[int]:
+    """Live members of the client's process group that run for its mount point."""
+    members = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, IndexError, ProcessLookupError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
+        fields = _proc_stat(int(entry.name))
+        if fields and int(fields[2]) == pgid and _live_for(int(entry.name), fields[0], mountpoint):
+            members.append(int(entry.name))
+    return members
+
+
+def _live_for(pid: int, state: str, mountpoint: str) -> bool:
+    """A zombie whose other threads still run (stuck in the kernel on its own mount) has not gone yet."""
+    if state != "Z":
+        return _runs_for(pid, mountpoint)
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            fields = _proc_stat_path(f"/proc/{pid}/task/{task.name}/stat")
+            if fields and fields[0] != "Z" and _runs_for_path(f"/proc/{pid}/task/{task.name}/cmdline", mountpoint):
+                return True
     return False
 
 

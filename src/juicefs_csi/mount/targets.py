@@ -37,6 +37,28 @@ def _bind_sync(source: str, target: str, read_only: bool) -> None:
     syscalls.bind_mount(source, target, read_only)
 
 
+async def replace_bind(source: str, target: str, read_only: bool) -> None:
+    """Bind `source` at `target`, replacing what is mounted there without ever leaving the bare directory.
+
+    A workload writing through its volume path during a recovery must get errors
+    from the dead mount, never write to the node's disk below it.
+    """
+    await asyncio.to_thread(_replace_bind_sync, source, target, read_only)
+
+
+def _replace_bind_sync(source: str, target: str, read_only: bool) -> None:
+    if not mounts_at(read_mounts(), target):
+        _bind_sync(source, target, read_only)
+        return
+    try:
+        syscalls.bind_beneath(source, target, read_only)
+    except OSError:
+        # Older kernel: stack on top. The dead mount stays hidden below until unpublish peels it.
+        syscalls.bind_mount(source, target, read_only)
+        return
+    syscalls.unmount(target, lazy=True)
+
+
 async def unmount_all(path: str) -> None:
     """Peel every stacked mount off a path (a dead bind may sit under a fresh one)."""
     await asyncio.to_thread(_unmount_all_sync, path)
