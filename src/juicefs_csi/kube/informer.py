@@ -128,6 +128,11 @@ class Informer(Generic[T]):
             except (httpx.HTTPError, OSError) as exc:
                 failures += 1
                 log.warning("watch connection failed", extra={"informer": self.name, "error": str(exc)})
+            except Exception as exc:
+                # e.g. a bookmark of a kind with required fields that lightkube cannot decode:
+                # resume from the last resourceVersion rather than let the cache go stale.
+                failures += 1
+                log.warning("watch stream failed", extra={"informer": self.name, "error": repr(exc)})
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1] if failures else 0)
 
     async def _list(self) -> None:
