@@ -65,13 +65,17 @@ def serves(target: Path, files: dict[str, str]) -> bool:
 
 
 def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group.
+
+    From `status`: reading `stat` of a process stuck in execve blocks, and so would this test.
+    """
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        with contextlib.suppress(OSError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) == pgid:
+        with contextlib.suppress(OSError, IndexError, KeyError, ValueError):
+            fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
+            if fields["State"].split()[0] != "Z" and int(fields["NSpgid"].split()[0]) == pgid:
                 members.append(int(entry.name))
     return members
 

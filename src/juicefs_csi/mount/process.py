@@ -533,7 +533,8 @@ class ProcessMounter:
     async def _check(self, client: Client) -> tuple[bool, str]:
         """Healthy: the leader runs and the mount point is still the client's juicefs root.
 
-        A hung mount counts as healthy: killing a client that is slow would lose its writes.
+        A hung mount counts as healthy while a FUSE server runs: killing a client that is
+        slow would lose its writes.
         """
         record = client.record
         if not _is_client_leader(record.pid, record.mountpoint):
@@ -541,6 +542,10 @@ class ProcessMounter:
         state, reason = await probe(record.mountpoint, HEALTH_PROBE_SECONDS, JUICEFS_ROOT_INODE)
         if state in (PathState.BROKEN, PathState.MISSING, PathState.NOT_MOUNTED):
             return False, reason
+        if state is PathState.HUNG and not [p for p in _client_group(record.pid, record.mountpoint) if p != record.pid]:
+            # Its supervisor could not restart the FUSE server: the new one is stuck closing, while it
+            # execs, a file on the very mount it is to serve. Nothing will ever answer this mount again.
+            return False, f"{reason}, and juicefs runs no FUSE server for it"
         return True, ""
 
     # -- helpers -------------------------------------------------------------------------------
@@ -665,8 +670,8 @@ def _group_connections(pgid: int, mountpoint: str) -> set[int]:
     """
     connections: set[int] = set()
     for entry in os.scandir("/proc"):
-        fields = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
-        if fields is None or int(fields[2]) != pgid:
+        found = _proc_state(int(entry.name)) if entry.name.isdigit() else None
+        if found is None or found[1] != pgid:
             continue
         with contextlib.suppress(OSError):
             for task in os.scandir(f"/proc/{entry.name}/task"):
@@ -708,17 +713,28 @@ def _is_juicefs_root(path: str) -> bool:
         return False
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
-    return _proc_stat_path(f"/proc/{pid}/stat")
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """A process' state letter and process group."""
+    return _proc_state_at(f"/proc/{pid}")
 
 
-def _proc_stat_path(path: str) -> list[str] | None:
+def _proc_state_at(proc: str) -> tuple[str, int] | None:
+    """From `status`, not `stat`: reading `stat` blocks while the process is stuck in execve.
+
+    As the FUSE worker juicefs restarts can be, closing its inherited files on the mount it is to serve.
+    """
+    state, pgid = "", -1
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        with open(f"{proc}/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("State:"):
+                    state = line.split()[1]
+                elif line.startswith("NSpgid:"):
+                    pgid = int(line.split()[1])
+                    break
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
         return None
+    return (state, pgid) if state and pgid >= 0 else None
 
 
 def _runs_for(pid: int, mountpoint: str) -> bool:
@@ -737,8 +753,8 @@ def _runs_for_path(cmdline: str, mountpoint: str) -> bool:
 
 def _is_client_leader(pid: int, mountpoint: str) -> bool:
     """Alive, not a zombie, leading its own group, and our client: a recorded pid may have been reused."""
-    fields = _proc_stat(pid) if pid else None
-    return fields is not None and fields[0] != "Z" and int(fields[2]) == pid and _runs_for(pid, mountpoint)
+    found = _proc_state(pid) if pid else None
+    return found is not None and found[0] != "Z" and found[1] == pid and _runs_for(pid, mountpoint)
 
 
 def _client_group(pgid: int, mountpoint: str) -> list[int]:
@@ -747,8 +763,8 @@ def _client_group(pgid: int, mountpoint: str) -> list[int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = _proc_stat(int(entry.name))
-        if fields and int(fields[2]) == pgid and _live_for(int(entry.name), fields[0], mountpoint):
+        found = _proc_state(int(entry.name))
+        if found and found[1] == pgid and _live_for(int(entry.name), found[0], mountpoint):
             members.append(int(entry.name))
     return members
 
@@ -759,8 +775,8 @@ def _live_for(pid: int, state: str, mountpoint: str) -> bool:
         return _runs_for(pid, mountpoint)
     with contextlib.suppress(OSError):
         for task in os.scandir(f"/proc/{pid}/task"):
-            fields = _proc_stat_path(f"/proc/{pid}/task/{task.name}/stat")
-            if fields and fields[0] != "Z" and _runs_for_path(f"/proc/{pid}/task/{task.name}/cmdline", mountpoint):
+            found = _proc_state_at(f"/proc/{pid}/task/{task.name}")
+            if found and found[0] != "Z" and _runs_for_path(f"/proc/{pid}/task/{task.name}/cmdline", mountpoint):
                 return True
     return False
 
