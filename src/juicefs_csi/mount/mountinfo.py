@@ -69,6 +69,14 @@ def read_mounts(path: Path = MOUNTINFO) -> list[MountEntry]:
     return parse_mountinfo(path.read_text())
 
 
+def by_mount_point(entries: Iterable[MountEntry]) -> dict[str, list[MountEntry]]:
+    """One pass over the table, so checking many paths costs one parse, not one each."""
+    table: dict[str, list[MountEntry]] = {}
+    for entry in entries:
+        table.setdefault(entry.mount_point, []).append(entry)
+    return table
+
+
 def mounts_at(entries: Iterable[MountEntry], mount_point: str) -> list[MountEntry]:
     """Stacked mounts at one path, oldest first."""
     target = os.path.normpath(mount_point)

@@ -32,7 +32,7 @@ from juicefs_csi.mount import targets as target_ops
 from juicefs_csi.mount.base import PublishedTarget, PublishRequest
 from juicefs_csi.mount.health import PathState, probe
 from juicefs_csi.mount.locks import KeyedLocks
-from juicefs_csi.mount.mountinfo import read_mounts
+from juicefs_csi.mount.mountinfo import MountEntry, by_mount_point, read_mounts
 from juicefs_csi.mountpod.config import GlobalConfig, select_patch
 from juicefs_csi.mountpod.names import (
     ANN_DELETE_AT,
@@ -303,29 +303,34 @@ class PodMounter:
 
     async def reconcile(self, name: str) -> None:
         """Bring one mount pod and its targets to what its references ask for."""
-        namespace = self.config.environment.namespace
-        pod = self.pods.get(namespace, name)
-        if pod is None:
-            return
-        live = {uid for p in self.pods.pods() if (uid := _meta(p).uid)} if self.pods.synced else None
-        mounted = {entry.mount_point for entry in await asyncio.to_thread(read_mounts)}
-        protected = mounted | self._publishing
-        bound = {target for target in references(_meta(pod).annotations or {}).values() if target in protected}
-        decision = decide(_view(pod), live, bound, datetime.now(UTC))
-        for action in decision.actions:
-            try:
-                await self._execute(action, pod, decision)
-            except (ApiError, DriverError, OSError) as exc:
-                log.warning("reconcile action failed: %s: %s", action.value, exc, extra={"pod": name})
+        await self.reconcile_many([name])
 
     def mount_pod_names(self) -> list[str]:
         return [_name(pod) for pod in self._mount_pods()]
 
     async def reconcile_all(self) -> None:
-        for pod in self._mount_pods():
-            await self.reconcile(_name(pod))
+        await self.reconcile_many(self.mount_pod_names())
 
-    async def _execute(self, action: Action, pod: Pod, decision: Any) -> None:
+    async def reconcile_many(self, names: list[str]) -> None:
+        """One read of the mount table and of the live pods serves the whole batch."""
+        mounts = by_mount_point(await asyncio.to_thread(read_mounts))
+        live = {uid for p in self.pods.pods() if (uid := _meta(p).uid)} if self.pods.synced else None
+        for name in names:
+            pod = self.pods.get(self.config.environment.namespace, name)
+            if pod is not None:
+                await self._reconcile_pod(pod, mounts, live)
+
+    async def _reconcile_pod(self, pod: Pod, mounts: Mapping[str, list[MountEntry]], live: set[str] | None) -> None:
+        protected = mounts.keys() | self._publishing
+        bound = {target for target in references(_meta(pod).annotations or {}).values() if target in protected}
+        decision = decide(_view(pod), live, bound, datetime.now(UTC))
+        for action in decision.actions:
+            try:
+                await self._execute(action, pod, decision, mounts)
+            except (ApiError, DriverError, OSError) as exc:
+                log.warning("reconcile action failed: %s: %s", action.value, exc, extra={"pod": _name(pod)})
+
+    async def _execute(self, action: Action, pod: Pod, decision: Any, mounts: Mapping[str, list[MountEntry]]) -> None:
         name, namespace = _name(pod), _meta(pod).namespace
         if action is Action.DROP_REFS:
             await self._patch_annotations(pod, dict.fromkeys(decision.gone_refs))
@@ -336,7 +341,7 @@ class PodMounter:
             await self.client.delete(Pod, name, namespace=namespace)
             log.info("mount pod deleted: no references left", extra={"pod": name})
         elif action is Action.REBIND:
-            await self._rebind(pod)
+            await self._rebind(pod, mounts)
         elif action is Action.FINALIZE:
             await target_ops.unmount_all(self._host_path(pod))
             finalizers = [f for f in _meta(pod).finalizers or [] if f != FINALIZER]
@@ -350,12 +355,18 @@ class PodMounter:
         elif action in (Action.RECREATE, Action.RECREATE_WITHOUT_REQUESTS):
             await self._recreate(pod, without_requests=action is Action.RECREATE_WITHOUT_REQUESTS)
 
-    async def _rebind(self, pod: Pod) -> None:
-        """After a client restart the targets hold dead binds: bind the live mount over them."""
+    async def _rebind(self, pod: Pod, mounts: Mapping[str, list[MountEntry]]) -> None:
+        """After a client restart the targets hold dead binds: bind the live mount over them.
+
+        A bind of the live client shares its FUSE device number, so healthy targets are told
+        apart from the mount table alone; only the others are probed, under their lock."""
         host_path = self._host_path(pod)
         if not await asyncio.to_thread(_is_juicefs_root, host_path):
             return
+        live_device = _top_device(mounts, host_path)
         for target in references(_meta(pod).annotations or {}).values():
+            if live_device is not None and _top_device(mounts, target) == live_device:
+                continue
             async with self._target_locks.hold(target):
                 if self._pod_with_ref(target) is None or await self._target_serves(target):
                     continue
@@ -390,6 +401,12 @@ class PodMounter:
         if _meta(pod).deletionTimestamp is None:
             await self.client.delete(Pod, _name(pod), namespace=_meta(pod).namespace)
         log.info("mount pod recreated", extra={"old": _name(pod), "new": fresh["metadata"]["name"]})
+
+
+def _top_device(mounts: Mapping[str, list[MountEntry]], path: str) -> str | None:
+    """The device of the juicefs mount a path shows (the last one stacked there), if any."""
+    stacked = mounts.get(path)
+    return stacked[-1].device if stacked and stacked[-1].is_juicefs else None
 
 
 def _mount_dir(pod: Pod) -> str:

@@ -55,8 +55,7 @@ class Reconciler:
             names, self._pending = self._pending, set()
             try:
                 if names:
-                    for name in sorted(names):
-                        await self.mounter.reconcile(name)
+                    await self.mounter.reconcile_many(sorted(names))
                 else:
                     await self.mounter.reconcile_all()
             except Exception:
