@@ -53,3 +53,7 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # One line per API request (lease renewals every 2 s, forever) says nothing the request metrics
+    # do not; their warnings and errors still get through.
+    for chatty in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

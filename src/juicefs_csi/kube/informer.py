@@ -145,6 +145,7 @@ class Informer(Generic[T]):
         )
         fresh: dict[Key, T] = {}
         async for obj in listing:
+            drop_managed_fields(obj)
             fresh[key_of(obj)] = obj
         self.resource_version = listing.resourceVersion
         old, self.store = self.store, fresh
@@ -176,6 +177,7 @@ class Informer(Generic[T]):
                 self.resource_version = version
             if kind == "BOOKMARK":
                 continue
+            drop_managed_fields(obj)
             key = key_of(obj)
             if kind == "DELETED":
                 self.store.pop(key, None)
@@ -196,6 +198,14 @@ class Informer(Generic[T]):
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+
+def drop_managed_fields(obj: object) -> None:
+    """Drop managedFields (server-side apply bookkeeping, often half an object) before caching, as
+    controller-runtime does: no component reads it, and 10,000 cached objects would carry it all."""
+    metadata = getattr(obj, "metadata", None)
+    if metadata is not None and getattr(metadata, "managedFields", None):
+        metadata.managedFields = None
 
 
 def _version(obj: Any) -> str:
