@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,18 @@ from typing import TYPE_CHECKING, Any
 
 from lightkube.resources.core_v1 import Pod
 
+from bench._report import (
+    DOCS,
+    Machine,
+    load_average,
+    median,
+    mib,
+    ms,
+    p90,
+    proc_status_kib,
+    verdict,
+    write_docs,
+)
 from juicefs_csi.kube.client import KubeSettings, TokenBucket, make_client, request_counter
 from juicefs_csi.kube.informer import Event
 from juicefs_csi.kube.node_pods import NodePods
@@ -84,13 +95,6 @@ WARM_LIST_TARGET = 0
 WARM_WRITES_TARGET = 3
 RSS_TARGET_MIB = 150
 READY_TO_RETURN_TARGET = 0.100
-BUSY_LOAD_PER_CORE = 0.25
-DOCS = REPO / "docs" / "benchmarks.md"
-DOCS_HEADER = (
-    "# Benchmarks\n\n"
-    "Measured numbers of the driver, each section written by its benchmark under `bench/`.\n"
-    "Rerun a benchmark with `--write-docs` to refresh its section; the others are left as they are.\n"
-)
 START_MARKER = "<!-- bench:mount-pod-mode:start -->"
 END_MARKER = "<!-- bench:mount-pod-mode:end -->"
 # `PodMounter._publish` steps timed in the node plugin, in order; the rest of a publish is the bind.
@@ -350,36 +354,6 @@ async def node_child(config: NodeConfig) -> None:
 
 
 # -- parent side: small helpers ------------------------------------------------------------------
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def p90(values: Sequence[float]) -> float:
-    """Interpolated 90th percentile, as bench/process_mode.py reports it."""
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=10, method="inclusive")[-1]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def mib(kib: float) -> str:
-    return f"{kib / 1024:.1f} MiB"
-
-
-def verdict(met: bool) -> str:
-    return "✅" if met else "❌"
-
-
-def proc_status_kib(pid: int, key: str = "VmRSS:") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1])
-    return 0
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -1274,7 +1248,9 @@ def requests_cell(lines: Sequence[str]) -> str:
     return "<br>".join(f"{line}" + (f" x{n}" if n > 1 else "") for line, n in counted.items()) or "none"
 
 
-def report(bench: Bench, machine: Any, loads: tuple[str, str], date: str, command: str) -> tuple[str, dict[str, bool]]:
+def report(
+    bench: Bench, machine: Machine, loads: tuple[str, str], date: str, command: str
+) -> tuple[str, dict[str, bool]]:
     """The Markdown section, and whether each target is met."""
     r = bench.results
     cold, warm = r.samples(cold=True), r.samples(cold=False)
@@ -1290,7 +1266,6 @@ def report(bench: Bench, machine: Any, loads: tuple[str, str], date: str, comman
         "ready": bool(ready) and p90(ready) < READY_TO_RETURN_TARGET,
     }
     per_volume = r.app_pods // max(r.volumes, 1)
-    busy = float(loads[0].split(maxsplit=1)[0])
 
     def mean(values: Iterable[float]) -> float:
         items = list(values)
@@ -1328,24 +1303,10 @@ def report(bench: Bench, machine: Any, loads: tuple[str, str], date: str, comman
     ]
     if r.scaled_down:
         lines += [f"**Scaled down:** {r.scaled_down}.", ""]
-    lines += [
-        "| Machine | |",
-        "|---|---|",
-        f"| CPU | {machine.cpu}, {machine.cores} cores |",
-        f"| Memory | {machine.memory_gib:.1f} GiB ({r.mem_available_mib / 1024:.1f} GiB available at start) |",
-        f"| Kernel | {machine.kernel} |",
-        f"| Python | {machine.python} |",
-        f"| JuiceFS | {machine.juicefs} |",
-        f"| Load average (1/5/15 min) at start → end | {loads[0]} → {loads[1]} |",
-        "",
-    ]
-    if busy >= BUSY_LOAD_PER_CORE * machine.cores:
-        lines += [
-            f"The machine was shared with other work when the run started (1-min load {busy:.2f} on "
-            f"{machine.cores} cores): latencies are noisier than on an idle node; request counts and memory are not "
-            "affected.",
-            "",
-        ]
+    lines += machine.rows(loads, f" ({r.mem_available_mib / 1024:.1f} GiB available at start)")
+    lines += machine.busy_note(
+        loads[0], "latencies are noisier than on an idle node; request counts and memory are not affected."
+    )
     lines += [
         "| Target | Measured | Met |",
         "|---|---|---|",
@@ -1530,18 +1491,6 @@ def report(bench: Bench, machine: Any, loads: tuple[str, str], date: str, comman
     return "\n".join(lines) + "\n", met
 
 
-def write_docs(section: str) -> None:
-    """Replace only this benchmark's block (appended if absent); other benchmarks own the rest of the file."""
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    text = DOCS.read_text() if DOCS.exists() else DOCS_HEADER
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(END_MARKER) :].removeprefix("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text)
-
-
 # -- entry point -------------------------------------------------------------------------------------
 
 
@@ -1575,7 +1524,6 @@ def main(argv: list[str] | None = None) -> int:
         print("the benchmark mounts FUSE file systems and must run as root", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from bench.process_mode import Machine, load_average  # noqa: PLC0415 - parent only
     from tests.support.driver import mounts_under  # noqa: PLC0415 - parent only
 
     machine = Machine.describe()
@@ -1604,7 +1552,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     print(f"run took {time.monotonic() - started:.0f} s")
     if args.write_docs:
-        write_docs(section)
+        write_docs(section, START_MARKER, END_MARKER)
         print(f"wrote {DOCS}")
     if left:
         print(f"left behind: mounts {left}", file=sys.stderr)

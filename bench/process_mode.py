@@ -14,24 +14,35 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import FrameType
 
+from bench._report import (
+    DOCS,
+    Machine,
+    load_average,
+    median,
+    mib,
+    ms,
+    p90,
+    proc_status_kib,
+    terminate_as_interrupt,
+    verdict,
+    wait_until,
+    write_docs,
+)
 from juicefs_csi.juicefs.runner import base_environment, find_binary
 from juicefs_csi.mount import syscalls
 from tests.support.driver import DriverProcess, cleanup, juicefs_processes, mounts_under
@@ -50,46 +61,12 @@ RSS_VOLUMES = 10
 RSS_PUBLISH_PARALLELISM = 8
 COLD_OVERHEAD_TARGET = 0.10
 WARM_MEDIAN_TARGET = 0.030
-BUSY_LOAD_PER_CORE = 0.25
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-DOCS_HEADER = (
-    "# Benchmarks\n\n"
-    "Measured numbers of the driver, each section written by its benchmark under `bench/`.\n"
-    "Rerun a benchmark with `--write-docs` to refresh its section; the others are left as they are.\n"
-)
 START_MARKER = "<!-- bench:process-mode:start -->"
 END_MARKER = "<!-- bench:process-mode:end -->"
 JUICEFS_LOG_LINE = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6}) juicefs\[\d+\] <\w+>: (.*)$")
 
 
-# -- statistics and small helpers --------------------------------------------------------------
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def p90(values: Sequence[float]) -> float:
-    """Interpolated 90th percentile; with 10 rounds it sits between the two slowest."""
-    if len(values) < 2:
-        return values[0]
-    return statistics.quantiles(values, n=10, method="inclusive")[-1]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def mib(kib: int) -> str:
-    return f"{kib / 1024:.1f} MiB"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+# -- small helpers -----------------------------------------------------------------------------
 
 
 def is_juicefs_root(path: Path) -> bool:
@@ -127,13 +104,6 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def run_concurrently(calls: Sequence[Callable[[], object]], parallelism: int | None = None) -> float:
     """Wall time of running all calls at once, measured from a common start line (a barrier)."""
     workers = parallelism or len(calls)
@@ -157,41 +127,6 @@ def run_concurrently(calls: Sequence[Callable[[], object]], parallelism: int | N
         for future in futures:
             future.result()
         return time.perf_counter() - started
-
-
-# -- machine -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Machine:
-    cpu: str
-    cores: int
-    memory_gib: float
-    kernel: str
-    python: str
-    juicefs: str
-
-    @classmethod
-    def describe(cls) -> Machine:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = next(
-            (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), ""
-        )
-        meminfo = Path("/proc/meminfo").read_text().split()
-        total_kib = int(meminfo[meminfo.index("MemTotal:") + 1])
-        version = subprocess.run([JUICEFS, "version"], capture_output=True, text=True, check=True).stdout.strip()
-        return cls(
-            cpu=model or platform.processor() or "unknown",
-            cores=os.cpu_count() or 0,
-            memory_gib=total_kib / (1 << 20),
-            kernel=platform.release(),
-            python=platform.python_version(),
-            juicefs=version.removeprefix("juicefs version "),
-        )
-
-
-def load_average() -> str:
-    return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # -- logs: where the time of one mount goes -----------------------------------------------------
@@ -343,7 +278,7 @@ class BareMount:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        wait_until(lambda: not group_members(process.pid), "the bare client's worker to exit")
+        wait_until(lambda: not group_members(process.pid), "the bare client's worker to exit", WAIT_TIMEOUT)
         self.process = None
 
 
@@ -423,12 +358,12 @@ class Bench:
             leftovers = list(root.iterdir()) if root.exists() else []
             return not running and not self.driver.client_pids() and not mounts_under(root) and not leftovers
 
-        wait_until(gone, "the driver's juicefs clients to stop")
+        wait_until(gone, "the driver's juicefs clients to stop", WAIT_TIMEOUT)
 
     def client_rss(self) -> tuple[int, int]:
         """(number of clients, total VmRSS in KiB of their processes, supervisor and FUSE worker)."""
         clients = self.driver.client_pids()
-        return len(clients), sum(rss_kib(pid) for client in clients for pid in group_members(client))
+        return len(clients), sum(proc_status_kib(pid) for client in clients for pid in group_members(client))
 
     @property
     def driver_pid(self) -> int:
@@ -436,7 +371,7 @@ class Bench:
         return self.driver.process.pid
 
     def driver_rss(self) -> int:
-        return rss_kib(self.driver_pid)
+        return proc_status_kib(self.driver_pid)
 
     def verify_served(self, targets: Sequence[Path]) -> None:
         broken = [t for t in targets if not os.path.ismount(t)]
@@ -564,10 +499,6 @@ class Bench:
 # -- report ------------------------------------------------------------------------------------
 
 
-def verdict(met: bool) -> str:
-    return "✅" if met else "❌"
-
-
 def phase_rows(bare: Phases, cold: Phases) -> list[str]:
     def cell(values: list[float]) -> str:
         return ms(median(values)) if values else "—"
@@ -587,18 +518,6 @@ def phase_rows(bare: Phases, cold: Phases) -> list[str]:
     ]
 
 
-def noise_note(start_load: str, cores: int) -> list[str]:
-    """Other work on the machine when the run began makes every number here noisier; say so."""
-    busy = float(start_load.split(maxsplit=1)[0])
-    if busy < BUSY_LOAD_PER_CORE * cores:
-        return []
-    return [
-        f"The machine was shared with other work when the run started (1-min load {busy:.2f} on {cores} cores): "
-        "expect noise of several ms per mount; bare and cold rounds alternate, so it hits both alike.",
-        "",
-    ]
-
-
 def report(bench: Bench, machine: Machine, loads: tuple[str, str], date: str) -> tuple[str, dict[str, bool]]:
     """The Markdown section, and whether each target is met."""
     r = bench.results
@@ -615,16 +534,10 @@ def report(bench: Bench, machine: Machine, loads: tuple[str, str], date: str) ->
         "One volume for everything: SQLite metadata and local `file` object storage under /tmp, "
         "formatted once beforehand; the Secret names no storage, so the driver never formats.",
         "",
-        "| Machine | |",
-        "|---|---|",
-        f"| CPU | {machine.cpu}, {machine.cores} cores |",
-        f"| Memory | {machine.memory_gib:.1f} GiB |",
-        f"| Kernel | {machine.kernel} |",
-        f"| Python | {machine.python} |",
-        f"| JuiceFS | {machine.juicefs} |",
-        f"| Load average (1/5/15 min) at start → end | {loads[0]} → {loads[1]} |",
-        "",
-        *noise_note(loads[0], machine.cores),
+        *machine.rows(loads),
+        *machine.busy_note(
+            loads[0], "expect noise of several ms per mount; bare and cold rounds alternate, so it hits both alike."
+        ),
         "| Measurement | Median | p90 | Target | Met |",
         "|---|---|---|---|---|",
         f"| Bare `juicefs mount` until the mount point's inode is 1 ({len(bare)} rounds) "
@@ -661,33 +574,7 @@ def report(bench: Bench, machine: Machine, loads: tuple[str, str], date: str) ->
     return "\n".join(lines) + "\n", met
 
 
-def write_docs(section: str) -> None:
-    """Replace only this benchmark's block; other benchmarks own the rest of the file."""
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    text = DOCS.read_text() if DOCS.exists() else DOCS_HEADER
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(END_MARKER) :].removeprefix("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text)
-
-
 # -- entry point -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the cleanup in `finally` still runs."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -716,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_docs(section, START_MARKER, END_MARKER)
         print(f"wrote {DOCS}")
     leftovers = [pid for pid, argv in juicefs_processes() if any(str(bench.workdir) in a for a in argv)]
     if leftovers or mounts_under(bench.workdir):
