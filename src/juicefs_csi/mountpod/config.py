@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -664,6 +665,7 @@ def _volumes(raw: Any, where: str) -> tuple[JSONObject, ...]:
 
 def _volume_mounts(raw: Any, where: str) -> tuple[JSONObject, ...]:
     mounts = []
+    paths: set[str] = set()
     for index, value in enumerate(_list(raw, where)):
         at = f"{where}[{index}]"
         mount = _mapping(value, at)
@@ -674,6 +676,9 @@ def _volume_mounts(raw: Any, where: str) -> tuple[JSONObject, ...]:
             raise ConfigError(f"{at}.mountPath", "must be an absolute path")
         if path.rstrip("/") == POD_MOUNT_BASE or path.startswith(POD_MOUNT_BASE + "/"):
             raise ConfigError(f"{at}.mountPath", f"must not be {POD_MOUNT_BASE} or under it (the mount points)")
+        if posixpath.normpath(path) in paths:
+            raise ConfigError(f"{at}.mountPath", f"duplicate mountPath {path[:128]!r}")
+        paths.add(posixpath.normpath(path))
         if mount.get("readOnly") is not None:
             _bool(mount["readOnly"], f"{at}.readOnly")
         if mount.get("mountPropagation") is not None:

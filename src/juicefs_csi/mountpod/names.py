@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import string
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from juicefs_csi.volume.secrets import SECRET_FORMAT_OPTIONS
@@ -224,8 +225,28 @@ def settings_hash(volume: VolumeSettings, pod_material: Mapping[str, object]) ->
     }
     canonical = _canonical(public)
     private = _canonical([creds.meta.password, creds.access_key, creds.secret_key, creds.secret_format_env, creds.envs])
-    fingerprint = hashlib.pbkdf2_hmac("sha256", private.encode(), _digest(canonical).encode(), FINGERPRINT_ROUNDS)
-    return _digest(canonical + fingerprint.hex())[:MAX_NAME]
+    return _digest(canonical + _fingerprint(private, _digest(canonical)))[:MAX_NAME]
+
+
+_fingerprints: OrderedDict[str, str] = OrderedDict()
+_CACHE_KEY = secrets.token_bytes(32)
+FINGERPRINT_CACHE_SIZE = 1024
+
+
+def _fingerprint(private: str, salt: str) -> str:
+    """The slow hash, computed once per distinct credentials: every publish needs it, and 100,000
+    rounds on the event loop would stall every other request. Cached under a digest keyed with a
+    per-process random key, so the cache holds no secret in the clear nor a cheap hash of one."""
+    key = hashlib.blake2b(f"{FINGERPRINT_ROUNDS}:{salt}:{private}".encode(), key=_CACHE_KEY).hexdigest()
+    cached = _fingerprints.get(key)
+    if cached is None:
+        cached = hashlib.pbkdf2_hmac("sha256", private.encode(), salt.encode(), FINGERPRINT_ROUNDS).hex()
+        _fingerprints[key] = cached
+        while len(_fingerprints) > FINGERPRINT_CACHE_SIZE:
+            _fingerprints.popitem(last=False)
+    else:
+        _fingerprints.move_to_end(key)
+    return cached
 
 
 def _canonical(value: object) -> str:

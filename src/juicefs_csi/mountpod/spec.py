@@ -200,6 +200,7 @@ def mount_pod_settings(
     )
     options = _with_patch_options(volume.options, filled.mount_options)
     cache_dirs, options = _cache_dirs(options, filled)
+    _check_patch_mounts(filled, cache_dirs)
     attr_image = volume_context.get(ATTR_MOUNT_IMAGE, "").strip()
     if attr_image:
         _check_image(attr_image, f"volume attribute {ATTR_MOUNT_IMAGE!r}")
@@ -267,6 +268,32 @@ def _cache_dirs(options: MountOptions, patch: MountPodPatch) -> tuple[tuple[Cach
     return caches, options.with_flag("cache-dir", value)
 
 
+def _check_patch_mounts(patch: MountPodPatch, caches: tuple[CacheDir, ...]) -> None:
+    """The patch's volumeMounts against this volume's own mounts (mount points, cache directories).
+
+    The ConfigMap was checked when it was read; what is left depends on the volume: its `cache-dir`
+    option and filled templates. Two mounts at one path make a pod the API server refuses, and a
+    mount at or under `/jfs` would hide the mount points, so such a publish is refused here, by name.
+    """
+    own = {
+        cache_mount_path(index, cache): f"cache directory {cache_mount_path(index, cache)} (volume "
+        f"{CACHE_VOLUME_PREFIX}{index})"
+        for index, cache in enumerate(caches)
+    }
+    for index, mount in enumerate(patch.volume_mounts or ()):
+        path = posixpath.normpath(str(mount.get("mountPath", "")))
+        where = f"mountPodPatch volumeMounts[{index}] ({str(mount.get('name', ''))[:64]!r}) mountPath {path[:128]!r}"
+        if path == POD_MOUNT_BASE or path.startswith(POD_MOUNT_BASE + "/"):
+            raise InvalidArgument(
+                f"{where} is at or under {POD_MOUNT_BASE}, where the mount pod keeps its mount points"
+            )
+        if path in own:
+            raise InvalidArgument(
+                f"{where} clashes with this volume's {own[path]}; mount it elsewhere, or set the cache "
+                "with the cache-dir option or mountPodPatch cacheDirs"
+            )
+
+
 def _resources(
     volume_context: Mapping[str, str], pvc_annotations: Mapping[str, str], patch: MountPodPatch
 ) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -278,9 +305,11 @@ def _resources(
     """
     sections = {"limits": dict(DEFAULT_LIMITS), "requests": dict(DEFAULT_REQUESTS)}
     for key, (section, resource) in _RESOURCE_ATTRS.items():
-        raw = (pvc_annotations.get(key) or volume_context.get(key) or "").strip()
+        annotated = (pvc_annotations.get(key) or "").strip()
+        raw = annotated or (volume_context.get(key) or "").strip()
         if raw:
-            _set_quantity(sections[section], section, resource, raw, f"volume attribute or PVC annotation {key!r}")
+            what = f"PVC annotation {key!r}" if annotated else f"volume attribute {key!r}"
+            _set_quantity(sections[section], section, resource, raw, what)
     for section, values in patch.resources.items():
         for resource, raw in values.items():
             _set_quantity(sections[section], section, resource, raw, f"mountPodPatch resources.{section}.{resource}")

@@ -1,0 +1,130 @@
+"""core/v1 Events, written as client-go's recorder writes them; shared by the provisioner and the node plugin.
+
+A repeat of the same Event (same object, type, reason and message) within 10 minutes bumps the
+existing Event's `count` and `lastTimestamp` instead of creating another one, so a failure that is
+retried (a provisioning attempt, a kubelet retrying NodePublishVolume) costs one object, not one per
+attempt. Recording never raises: an Event that cannot be written is logged, and the work it describes
+goes on. Writes go through the caller's client, so they share its token bucket (KUBE_QPS/KUBE_BURST).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx2 as httpx
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event
+from lightkube.types import PatchType
+
+log = logging.getLogger("juicefs_csi.events")
+
+NORMAL, WARNING = "Normal", "Warning"
+EVENT_MESSAGE_LIMIT = 1024
+EVENT_AGGREGATE_SECONDS = 600.0
+
+Recorder = Callable[[ObjectReference, str, str, str], Awaitable[None]]
+"""(involved object, type, reason, message) → a core/v1 Event; must never raise."""
+
+
+def pod_reference(namespace: str, name: str, uid: str = "") -> ObjectReference:
+    """An app pod as an Event's involvedObject (the uid may be unknown: Events only refer to it)."""
+    return ObjectReference(apiVersion="v1", kind="Pod", namespace=namespace, name=name, uid=uid or None)
+
+
+@dataclass
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclass
+class _Recorded:
+    name: str
+    namespace: str
+    count: int
+    last: float
+
+
+class EventRecorder:
+    """Writes Events for one component; see the module docstring for the aggregation rule.
+
+    Concurrent calls with the same key are serialised, so two at once make one Event with count 2.
+    """
+
+    def __init__(self, client: AsyncClient, component: str, host: str | None = None, cache_size: int = 4096) -> None:
+        self.client = client
+        self.component = component
+        self.host = host or socket.gethostname()
+        self.cache_size = cache_size
+        self._seen: collections.OrderedDict[tuple[str, str, str, str], _Recorded] = collections.OrderedDict()
+        self._locks: dict[tuple[str, str, str, str], _KeyLock] = {}
+
+    async def __call__(self, involved: ObjectReference, type_: str, reason: str, message: str) -> None:
+        message = message[:EVENT_MESSAGE_LIMIT]
+        namespace = involved.namespace or "default"  # cluster-scoped objects: client-go uses "default"
+        key = (involved.uid or f"{involved.kind}/{namespace}/{involved.name}", type_, reason, message)
+        held = self._locks.setdefault(key, _KeyLock())
+        held.users += 1
+        try:
+            async with held.lock:
+                await self._record(
+                    key, involved=involved, namespace=namespace, type_=type_, reason=reason, message=message
+                )
+        except (ApiError, httpx.HTTPError, OSError) as exc:
+            log.warning("cannot record event", extra={"reason": reason, "object": involved.name, "error": str(exc)})
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[key]
+
+    async def _record(
+        self,
+        key: tuple[str, str, str, str],
+        *,
+        involved: ObjectReference,
+        namespace: str,
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        now = datetime.now(UTC)
+        seen = self._seen.get(key)
+        if seen is not None and time.monotonic() - seen.last < EVENT_AGGREGATE_SECONDS:
+            seen.count += 1
+            seen.last = time.monotonic()
+            self._seen.move_to_end(key)
+            try:
+                patch = {"count": seen.count, "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                await self.client.patch(Event, seen.name, patch, namespace=seen.namespace, patch_type=PatchType.MERGE)
+                return
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+        name = f"{involved.name}.{time.time_ns():x}"
+        event = Event(
+            metadata=ObjectMeta(name=name, namespace=namespace),
+            involvedObject=involved,
+            type=type_,
+            reason=reason,
+            message=message,
+            count=1,
+            firstTimestamp=now,
+            lastTimestamp=now,
+            source=EventSource(component=self.component, host=self.host),
+            reportingComponent=self.component,
+            reportingInstance=self.host,
+        )
+        await self.client.create(event)
+        self._seen[key] = _Recorded(name, namespace, 1, time.monotonic())
+        while len(self._seen) > self.cache_size:
+            self._seen.popitem(last=False)

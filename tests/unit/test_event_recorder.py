@@ -1,0 +1,65 @@
+"""The shared Event recorder against a fake client: aggregation, concurrency, never raising."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import httpx2 as httpx
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Event
+
+from juicefs_csi.kube.events import EVENT_MESSAGE_LIMIT, WARNING, EventRecorder, pod_reference
+
+POD = pod_reference("shop", "web-0", "0d5c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+
+
+class FakeClient:
+    def __init__(self, fail: bool = False) -> None:
+        self.created: list[Event] = []
+        self.patched: list[tuple[str, str | None, dict[str, Any]]] = []
+        self.fail = fail
+
+    async def create(self, event: Event) -> Event:
+        await asyncio.sleep(0.01)  # a round trip: concurrent callers overlap here
+        if self.fail:
+            raise httpx.ConnectError("refused")
+        self.created.append(event)
+        return event
+
+    async def patch(self, kind: type, name: str, patch: dict[str, Any], *, namespace: str | None, **_: Any) -> None:
+        self.patched.append((name, namespace, patch))
+
+
+def recorder(client: FakeClient) -> EventRecorder:
+    return EventRecorder(cast(AsyncClient, client), "juicefs-csi-node", host="node-a")
+
+
+async def test_a_repeat_bumps_the_count_of_the_same_event() -> None:
+    client = FakeClient()
+    record = recorder(client)
+    await record(POD, WARNING, "InvalidMountPodSettings", "volume pv-a: bad")
+    await record(POD, WARNING, "InvalidMountPodSettings", "volume pv-a: bad")
+    await record(POD, WARNING, "InvalidMountPodSettings", "volume pv-b: bad")  # another message: another Event
+    assert len(client.created) == 2
+    ((name, namespace, patch),) = client.patched
+    assert client.created[0].metadata is not None and name == client.created[0].metadata.name
+    assert namespace == "shop" and patch["count"] == 2
+    event = client.created[0]
+    assert event.source is not None and (event.source.component, event.source.host) == ("juicefs-csi-node", "node-a")
+    assert event.involvedObject.kind == "Pod" and event.involvedObject.uid == POD.uid
+
+
+async def test_concurrent_identical_events_make_one_object() -> None:
+    client = FakeClient()
+    record = recorder(client)
+    await asyncio.gather(*(record(POD, WARNING, "InvalidGlobalConfig", "same") for _ in range(5)))
+    assert len(client.created) == 1
+    assert [patch["count"] for _, _, patch in client.patched] == [2, 3, 4, 5]
+
+
+async def test_recording_never_raises_and_long_messages_are_cut() -> None:
+    await recorder(FakeClient(fail=True))(POD, WARNING, "X", "y")  # logged, not raised
+    client = FakeClient()
+    await recorder(client)(POD, WARNING, "X", "m" * 5000)
+    assert len(client.created[0].message or "") == EVENT_MESSAGE_LIMIT
