@@ -272,6 +272,8 @@ class _Container:
     mounts: list[tuple[str, str]] = field(default_factory=list)
     log_path: Path | None = None
     probe_task: asyncio.Task[None] | None = None
+    wedged: bool = False
+    """Stopped (SIGSTOP) and beyond the runtime's reach: signals to it are dropped until released."""
 
     @property
     def name(self) -> str:
@@ -371,6 +373,11 @@ class _PodWorker:
     def request_stop(self, grace: float, *, shutdown: bool = False) -> None:
         deadline = time.monotonic() + max(0.0, grace)
         self.shutdown = self.shutdown or shutdown
+        if shutdown:  # the runner goes: nothing survives it, wedged or not
+            for c in self.all_containers():
+                if c.wedged:
+                    c.wedged = False
+                    self._kill(c, signal.SIGKILL)
         if not self.stop_event.is_set() or deadline < self.stop_deadline:
             self.stop_deadline = deadline
             self._deadline_changed.set()
@@ -383,6 +390,8 @@ class _PodWorker:
             phase = (self.pod.get("status") or {}).get("phase")
             if phase in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
                 pass  # finished or deleted before this runner saw it: nothing to run, its status stays
+            elif self.runner.admit is not None and not self.runner.admit(self.pod):
+                pass  # held (not admitted): the test plays the kubelet or the scheduler through pods/status
             else:
                 await self._run_pod()
                 self.finished = True
@@ -595,6 +604,8 @@ class _PodWorker:
 
     def _kill(self, c: _Container, sig: int) -> None:
         """Signal the container's process group and any process that carries its marker (daemons)."""
+        if c.wedged:
+            return
         if c.proc is not None:
             _killpg(c.proc.pid, sig)
         _signal_pids(_marked_pids(lambda value: value == c.marker.encode()), sig)
@@ -1088,6 +1099,8 @@ class PodRunner:
         """Cap on a probe's periodSeconds and initialDelaySeconds."""
         self.log_interval = log_interval
         self.deregister = deregister
+        self.admit: Callable[[Obj], bool] | None = None
+        """When set, a pod it refuses is held: no container runs and no status is written (the test writes it)."""
         self.runner_id = secrets.token_hex(4)
         self.api = _AsyncApi(kube_api)
         self._workers: dict[str, _PodWorker] = {}
@@ -1179,6 +1192,29 @@ class PodRunner:
         if c.proc is None or not c.running:
             raise LookupError(f"container {container} of {namespace}/{pod} is not running")
         _killpg(c.proc.pid, sig)
+
+    def wedge_container(self, namespace: str, pod: str, container: str) -> None:
+        """Stop the container's processes (SIGSTOP) and put them beyond the runtime's reach.
+
+        What a container in uninterruptible sleep looks like to a kubelet: its FUSE mount stops
+        answering, and terminating the pod never ends (SIGTERM and SIGKILL have no effect), so a
+        deleted pod stays Terminating until `release_container`.
+        """
+        c = self._worker(namespace, pod).container(container)
+        if c.proc is None or not c.running:
+            raise LookupError(f"container {container} of {namespace}/{pod} is not running")
+        _killpg(c.proc.pid, signal.SIGSTOP)
+        c.wedged = True
+
+    def release_container(self, namespace: str, pod: str, container: str) -> None:
+        """End a wedge: a stopping pod's container is killed at last, a running one continues."""
+        matches = [w for w in (*self._workers.values(), *self._retired) if w.namespace == namespace and w.name == pod]
+        for worker in matches:
+            c = worker.container(container)
+            if not c.wedged:
+                continue
+            c.wedged = False
+            worker._kill(c, signal.SIGKILL if worker.stop_event.is_set() else signal.SIGCONT)
 
     def running_pods(self) -> list[tuple[str, str]]:
         """(namespace, name) of every pod that has a live container process."""

@@ -28,7 +28,7 @@ from juicefs_csi.errors import AlreadyExists, DriverError, FailedPrecondition, I
 from juicefs_csi.juicefs.commands import mount_command
 from juicefs_csi.juicefs.runner import NOT_FORMATTED, JuiceFS, base_environment
 from juicefs_csi.metrics import Metrics
-from juicefs_csi.mount import syscalls
+from juicefs_csi.mount import fusectl
 from juicefs_csi.mount import targets as target_ops
 from juicefs_csi.mount.base import PublishedTarget, PublishRequest
 from juicefs_csi.mount.health import PathState, probe
@@ -46,9 +46,6 @@ RECOVERY_RETRY_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
 # A stat that hangs this long is a hung client, not a dead one: never a reason to kill it.
 HEALTH_PROBE_SECONDS = 5.0
-FUSECTL = "/sys/fs/fuse/connections"
-# Kernel-internal dev_t, which names a connection in fusectl: 12 bits major, 20 bits minor.
-KERNEL_MINOR_BITS = 20
 
 
 @dataclass
@@ -102,7 +99,7 @@ class ProcessMounter:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._fusectl = await asyncio.to_thread(_fusectl_root)
+        self._fusectl = await asyncio.to_thread(fusectl.fusectl_root)
         for record, inputs in self.state.load_all():
             if inputs is None:
                 log.warning("dropping client state without inputs", extra={"client": record.key})
@@ -597,15 +594,7 @@ class ProcessMounter:
         self._reap(client, pid)
 
     def _abort(self, connections: set[int]) -> None:
-        if connections and self._fusectl is None:
-            log.warning("cannot abort FUSE connections without fusectl", extra={"connections": sorted(connections)})
-            return
-        for connection in sorted(connections):
-            try:
-                if self._fusectl and syscalls.abort_fuse_connection(self._fusectl, connection):
-                    log.info("aborted FUSE connection", extra={"connection": connection})
-            except OSError as exc:
-                log.warning("cannot abort FUSE connection", extra={"connection": connection, "error": str(exc)})
+        fusectl.abort_connections(self._fusectl, connections)
 
     @staticmethod
     def _reap(client: Client, pid: int) -> None:
@@ -629,23 +618,10 @@ async def _exited(pid: int, mountpoint: str, timeout: float) -> bool:
     return True
 
 
-def _fusectl_root() -> str | None:
-    """Where fusectl is mounted, mounting it where systemd would if nobody has."""
-    for entry in read_mounts():
-        if entry.fs_type == "fusectl":
-            return entry.mount_point
-    try:
-        syscalls.mount_fusectl(FUSECTL)
-    except OSError as exc:
-        log.warning("fusectl unavailable: stuck FUSE connections cannot be aborted", extra={"error": str(exc)})
-        return None
-    return FUSECTL
-
-
 def _client_connections(record: ClientRecord) -> set[int]:
     """The FUSE connections of a client: of its mounts (mount point and targets) and held by its processes."""
     paths = {record.mountpoint, *record.targets}
-    connections = {_connection(e.device) for e in read_mounts() if e.is_juicefs and e.mount_point in paths}
+    connections = {fusectl.connection_of(e.device) for e in read_mounts() if e.is_juicefs and e.mount_point in paths}
     if record.pid:
         connections |= _group_connections(record.pid, record.mountpoint)
     return connections
@@ -654,13 +630,7 @@ def _client_connections(record: ClientRecord) -> set[int]:
 def _foreign_connections(record: ClientRecord) -> set[int]:
     """The device ids of every mount that is not the client's."""
     paths = {record.mountpoint, *record.targets}
-    return {_connection(e.device) for e in read_mounts() if e.mount_point not in paths}
-
-
-def _connection(device: str) -> int:
-    """A mount's `major:minor` as the kernel-internal dev_t that names its FUSE connection in fusectl."""
-    major, minor = (int(part) for part in device.split(":"))
-    return (major << KERNEL_MINOR_BITS) | minor
+    return {fusectl.connection_of(e.device) for e in read_mounts() if e.mount_point not in paths}
 
 
 def _group_connections(pgid: int, mountpoint: str) -> set[int]:

@@ -48,15 +48,26 @@ class Reconciler:
             self._wake.set()
 
     async def _run(self) -> None:
+        """Changed pods at once; pods that asked for a later look (a delete deadline, a stuck timeout) then;
+        every pod once per interval, however busy the event stream is."""
+        loop = asyncio.get_running_loop()
+        last_full = loop.time()
         while True:
+            delay = self.interval - (loop.time() - last_full)
+            requeue = self.mounter.next_requeue()
+            if requeue is not None:
+                delay = min(delay, requeue)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that meets a wake-up, and stop() hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(max(0.0, delay)):
+                    await self._wake.wait()
             self._wake.clear()
             names, self._pending = self._pending, set()
             try:
-                if names:
-                    await self.mounter.reconcile_many(sorted(names))
-                else:
+                if loop.time() - last_full >= self.interval:
+                    last_full = loop.time()
                     await self.mounter.reconcile_all()
+                elif names := names | set(self.mounter.due()):
+                    await self.mounter.reconcile_many(sorted(names))
             except Exception:
                 log.exception("reconcile pass failed")

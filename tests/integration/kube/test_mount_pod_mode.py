@@ -53,7 +53,7 @@ async def test_client_crash_is_recovered_and_targets_serve_again(node: Node) -> 
 
 
 async def test_concurrent_first_publishes_create_one_mount_pod(node: Node) -> None:
-    targets = [node.target(f"44444444-4444-4444-4444-{i:012d}") for i in range(20)]
+    targets = [node.target(f"44444444-4444-4444-4444-{i:012d}") for i in range(50)]
     await asyncio.gather(*(node.mounter.publish(node.request(t)) for t in targets))
     assert len(node.mount_pods()) == 1
     assert all(os.path.ismount(t) for t in targets)
