@@ -12,11 +12,24 @@ import sys
 from pathlib import Path
 
 from juicefs_csi import DRIVER_NAME, __version__, quickstart
+from juicefs_csi.controller.provisioner import DEFAULT_WORKERS, workers_from_env
 from juicefs_csi.driver import Driver, DriverConfig
 from juicefs_csi.kube.client import KubeSettings
+from juicefs_csi.kube.election import default_namespace, election_timing, parse_duration
 from juicefs_csi.logs import configure_logging
 
 DEFAULT_WEB_PORT = 8080
+DEFAULT_LEASE_DURATION = "15s"
+
+
+def _duration(text: str) -> float:
+    """`--leader-election-lease-duration`: a Go duration (`15s`, `1m`) or plain seconds, as the Go flag takes."""
+    try:
+        seconds = parse_duration(text)
+        election_timing(seconds)  # positive, and renew deadline / retry period derivable from it
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
 
 
 def _roles(role: str, pod_name: str) -> tuple[bool, bool]:
@@ -78,6 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client-metrics-host", default="0.0.0.0", help="address each juicefs client serves its own metrics on"
     )
+    parser.add_argument(
+        "--provisioner",
+        action="store_true",
+        help="run the in-process provisioner (PVC -> PV, pathPattern, reclaim, expansion) in the controller; "
+        f"workers from PROVISION_WORKER_THREADS (default {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="only the replica holding the Lease runs the provisioner and the cleanup",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default="",
+        help="namespace of the Lease (default: the pod's namespace, POD_NAMESPACE or the service account's)",
+    )
+    parser.add_argument(
+        "--leader-election-lease-duration",
+        type=_duration,
+        default=DEFAULT_LEASE_DURATION,
+        help="lease duration, e.g. 15s; renew deadline and retry period scale with it as in client-go (15s/10s/2s)",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default=env.get("LOG_FORMAT", "text"))
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "info"))
     parser.add_argument("--version", action="version", version=f"juicefs-csi {__version__}")
@@ -85,10 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> DriverConfig:
+    """Flags and environment to a DriverConfig; ValueError names what is wrong (a startup error)."""
     run_node, run_controller = _roles(args.role, os.environ.get("POD_NAME", ""))
+    # A by-process node never talks to Kubernetes; a controller may (provisioner, election) in any mode.
+    kube = kube_settings() if run_controller or not args.by_process else None
+    namespace = args.leader_election_namespace or default_namespace() or ""
+    workers = workers_from_env() if run_controller and args.provisioner else DEFAULT_WORKERS
+    if run_controller:
+        if args.provisioner and kube is None:
+            raise ValueError("--provisioner needs Kubernetes: run in a pod (service account) or set KUBECONFIG")
+        if args.leader_election and kube is None:
+            raise ValueError("--leader-election needs Kubernetes: run in a pod (service account) or set KUBECONFIG")
+        if args.leader_election and not namespace:
+            raise ValueError(
+                "--leader-election needs the Lease's namespace: --leader-election-namespace or POD_NAMESPACE"
+            )
     return DriverConfig(
         by_process=args.by_process,
-        kube=None if args.by_process else kube_settings(),
+        kube=kube,
         endpoint=args.endpoint,
         node_id=args.nodeid,
         state_dir=args.state_dir,
@@ -99,6 +148,11 @@ def config_from_args(args: argparse.Namespace) -> DriverConfig:
         web_port=args.metrics_port or None,
         client_metrics_host=args.client_metrics_host,
         allowed_target_prefix=args.kubelet_dir,
+        provisioner=args.provisioner,
+        provisioner_workers=workers,
+        leader_election=args.leader_election,
+        leader_election_namespace=namespace or None,
+        leader_election_lease_duration=args.leader_election_lease_duration,
     )
 
 
@@ -126,10 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["quickstart"]:
         return quickstart.main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2 with the usage line and the message
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config_from_args(args)))
+        asyncio.run(_serve(config))
     return 0
 
 

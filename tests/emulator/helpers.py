@@ -12,16 +12,24 @@ Obj = dict[str, Any]
 
 
 def pod(name: str, node: str | None = None, *, labels: dict[str, str] | None = None, **spec: Any) -> Obj:
-    body: Obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-                 "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}], **spec}}
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}], **spec},
+    }
     if node:
         body["spec"]["nodeName"] = node
     return body
 
 
 def configmap(name: str, labels: dict[str, str] | None = None, **extra: Any) -> Obj:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels or {}, **extra}, "data": {"k": "v"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}, **extra},
+        "data": {"k": "v"},
+    }
 
 
 async def next_event(resp: aiohttp.ClientResponse, timeout: float = 10.0) -> Obj:

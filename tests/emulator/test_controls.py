@@ -14,8 +14,10 @@ from .helpers import configmap, json_body, next_event
 
 async def test_wrong_token_is_401(kube_api: KubeAPI) -> None:
     connector = aiohttp.TCPConnector(ssl=kube_api.ssl_context() or False)
-    async with aiohttp.ClientSession(connector=connector) as s, s.get(
-            f"{kube_api.url}/api/v1/namespaces", headers={"Authorization": "Bearer not-the-token"}) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as s,
+        s.get(f"{kube_api.url}/api/v1/namespaces", headers={"Authorization": "Bearer not-the-token"}) as resp,
+    ):
         assert resp.status == 401
         body = await json_body(resp)
     assert body["kind"] == "Status" and body["reason"] == "Unauthorized" and body["code"] == 401
@@ -23,8 +25,10 @@ async def test_wrong_token_is_401(kube_api: KubeAPI) -> None:
 
 async def test_any_token_is_accepted_by_default() -> None:
     with Emulator() as emulator:
-        async with aiohttp.ClientSession() as s, s.get(f"{emulator.url}/api/v1/namespaces/default",
-                                                       headers={"Authorization": "Bearer whatever"}) as resp:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"{emulator.url}/api/v1/namespaces/default", headers={"Authorization": "Bearer whatever"}) as resp,
+        ):
             assert resp.status == 200
 
 
@@ -72,11 +76,14 @@ def test_injected_errors_forever_until_cleared(kube_emulator: Emulator, kube_api
     assert kube_api.request("GET", kube_api.path("secrets", kube_namespace)).status == 200
 
 
-async def test_injected_410_on_watch_is_an_error_event(kube_emulator: Emulator, kube_api: KubeAPI,
-                                                       kube_namespace: str) -> None:
+async def test_injected_410_on_watch_is_an_error_event(
+    kube_emulator: Emulator, kube_api: KubeAPI, kube_namespace: str
+) -> None:
     kube_emulator.inject_error("watch", "configmaps", 410)
-    async with kube_api.session() as s, s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps",
-                                              params={"watch": "true"}) as resp:
+    async with (
+        kube_api.session() as s,
+        s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps", params={"watch": "true"}) as resp,
+    ):
         assert resp.status == 200
         event = await next_event(resp)
     assert event["type"] == "ERROR" and event["object"]["code"] == 410
@@ -92,8 +99,9 @@ def test_injected_latency(kube_emulator: Emulator, kube_api: KubeAPI, kube_names
     assert time.monotonic() - started < 0.3
 
 
-def test_reconciler_hook_can_emulate_pvc_binding(kube_emulator: Emulator, kube_api: KubeAPI,
-                                                 kube_namespace: str) -> None:
+def test_reconciler_hook_can_emulate_pvc_binding(
+    kube_emulator: Emulator, kube_api: KubeAPI, kube_namespace: str
+) -> None:
     """Extra control loops plug in through add_reconciler; here a toy PV binder."""
 
     def bind(change: Change, api: Api) -> None:
@@ -106,10 +114,22 @@ def test_reconciler_hook_can_emulate_pvc_binding(kube_emulator: Emulator, kube_a
 
     remove = kube_emulator.add_reconciler(bind)
     try:
-        kube_api.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "claim"},
-                         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
-                                  "resources": {"requests": {"storage": "1Gi"}}}}, kube_namespace)
-        kube_api.wait_for(lambda: kube_api.get("persistentvolumeclaims", "claim", kube_namespace)["status"]
-                          .get("phase") == "Bound", what="the claim to be bound")
+        kube_api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "claim"},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+            kube_namespace,
+        )
+        kube_api.wait_for(
+            lambda: kube_api.get("persistentvolumeclaims", "claim", kube_namespace)["status"].get("phase") == "Bound",
+            what="the claim to be bound",
+        )
     finally:
         remove()

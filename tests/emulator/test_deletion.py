@@ -16,8 +16,13 @@ def _needs_controllers(kube_api: KubeAPI) -> None:
 
 async def test_finalizers_hold_deletion_until_removed(kube_api: KubeAPI, kube_namespace: str) -> None:
     kube_api.create(configmap("fin", finalizers=["example.com/hold"]), kube_namespace)
-    async with kube_api.session() as s, s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps",
-                                              params={"watch": "true", "fieldSelector": "metadata.name=fin"}) as w:
+    async with (
+        kube_api.session() as s,
+        s.get(
+            f"/api/v1/namespaces/{kube_namespace}/configmaps",
+            params={"watch": "true", "fieldSelector": "metadata.name=fin"},
+        ) as w,
+    ):
         assert (await next_event(w))["type"] == "ADDED"
         async with s.delete(f"/api/v1/namespaces/{kube_namespace}/configmaps/fin") as resp:
             assert resp.status == 200
@@ -26,9 +31,11 @@ async def test_finalizers_hold_deletion_until_removed(kube_api: KubeAPI, kube_na
         modified = await next_event(w)
         assert modified["type"] == "MODIFIED" and modified["object"]["metadata"]["deletionTimestamp"]
         assert kube_api.get("configmaps", "fin", kube_namespace)["metadata"]["finalizers"] == ["example.com/hold"]
-        async with s.patch(f"/api/v1/namespaces/{kube_namespace}/configmaps/fin",
-                           json={"metadata": {"finalizers": ["example.com/more"]}},
-                           headers={"Content-Type": "application/merge-patch+json"}) as resp:
+        async with s.patch(
+            f"/api/v1/namespaces/{kube_namespace}/configmaps/fin",
+            json={"metadata": {"finalizers": ["example.com/more"]}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ) as resp:
             assert resp.status == 422  # no new finalizers on a terminating object
         kube_api.patch("configmaps", "fin", {"metadata": {"finalizers": None}}, namespace=kube_namespace)
         assert (await next_event(w))["type"] == "DELETED"
@@ -54,14 +61,20 @@ async def test_delete_preconditions(kube_api: KubeAPI, kube_namespace: str) -> N
     with pytest.raises(KubeApiError) as err:
         kube_api.delete("configmaps", "pre", kube_namespace, preconditions={"resourceVersion": "1"})
     assert err.value.status == 409
-    kube_api.delete("configmaps", "pre", kube_namespace, preconditions={
-        "uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]})
+    kube_api.delete(
+        "configmaps",
+        "pre",
+        kube_namespace,
+        preconditions={"uid": created["metadata"]["uid"], "resourceVersion": created["metadata"]["resourceVersion"]},
+    )
 
 
 async def test_scheduled_pod_terminates_until_kubelet_confirms(kube_api: KubeAPI, kube_namespace: str) -> None:
     kube_api.create(pod("bound", "node-a"), kube_namespace)
-    async with kube_api.session() as s, s.get(f"/api/v1/namespaces/{kube_namespace}/pods",
-                                              params={"watch": "true"}) as w:
+    async with (
+        kube_api.session() as s,
+        s.get(f"/api/v1/namespaces/{kube_namespace}/pods", params={"watch": "true"}) as w,
+    ):
         assert (await next_event(w))["type"] == "ADDED"
         terminating = kube_api.delete("pods", "bound", kube_namespace)
         meta = terminating["metadata"]
@@ -143,8 +156,11 @@ async def test_foreground_propagation_deletes_dependents_first(kube_api: KubeAPI
 
 async def test_dangling_owner_reference_is_collected(kube_api: KubeAPI, kube_namespace: str) -> None:
     _needs_controllers(kube_api)
-    ghost = {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}}
+    ghost = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"},
+    }
     kube_api.create(_owned_configmap("orphaned", ghost), kube_namespace)
     kube_api.wait_gone("configmaps", "orphaned", kube_namespace, timeout=30)
 
@@ -176,8 +192,10 @@ async def test_system_namespace_cannot_be_deleted(kube_api: KubeAPI) -> None:
 async def test_deletecollection_with_selector(kube_api: KubeAPI, kube_namespace: str) -> None:
     for name, team in (("x1", "a"), ("x2", "a"), ("x3", "b")):
         kube_api.create(configmap(name, {"team": team}), kube_namespace)
-    async with kube_api.session() as s, s.delete(f"/api/v1/namespaces/{kube_namespace}/configmaps",
-                                                 params={"labelSelector": "team=a"}) as resp:
+    async with (
+        kube_api.session() as s,
+        s.delete(f"/api/v1/namespaces/{kube_namespace}/configmaps", params={"labelSelector": "team=a"}) as resp,
+    ):
         assert resp.status == 200
     remaining = kube_api.list("configmaps", kube_namespace)["items"]
     assert [i["metadata"]["name"] for i in remaining] == ["x3"]
@@ -185,9 +203,17 @@ async def test_deletecollection_with_selector(kube_api: KubeAPI, kube_namespace:
 
 async def test_job_deletion_orphans_by_default(kube_api: KubeAPI, kube_namespace: str) -> None:
     """batch/v1 jobs default to OrphanDependents: a bare delete adds the orphan finalizer."""
-    kube_api.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {
-        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}}}},
-        kube_namespace)
+    kube_api.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "j"},
+            "spec": {
+                "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}}
+            },
+        },
+        kube_namespace,
+    )
     deleting = kube_api.delete("jobs.batch", "j", kube_namespace)
     assert deleting["metadata"].get("finalizers") == ["orphan"]
     if kube_api.has_controllers:

@@ -34,8 +34,14 @@ def test_discovery(kube_api: KubeAPI) -> None:
     assert "pods/status" in by_name and "pods/log" in by_name
     assert not by_name["persistentvolumes"]["namespaced"]
     groups = {g["name"]: g for g in kube_api.http.call("GET", "/apis")["groups"]}
-    for group in ("storage.k8s.io", "coordination.k8s.io", "batch", "scheduling.k8s.io", "events.k8s.io",
-                  "admissionregistration.k8s.io"):
+    for group in (
+        "storage.k8s.io",
+        "coordination.k8s.io",
+        "batch",
+        "scheduling.k8s.io",
+        "events.k8s.io",
+        "admissionregistration.k8s.io",
+    ):
         assert "v1" in [v["version"] for v in groups[group]["versions"]], group
     storage = kube_api.http.call("GET", "/apis/storage.k8s.io/v1")
     assert {"storageclasses", "csidrivers"} <= {r["name"] for r in storage["resources"]}
@@ -49,17 +55,29 @@ def test_unknown_paths_are_404(kube_api: KubeAPI) -> None:
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubeconfig_works_with_kubectl(kube_api: KubeAPI, kube_namespace: str) -> None:
     kubectl = ["kubectl", "--kubeconfig", str(kube_api.kubeconfig_path), "--request-timeout=20s"]
-    subprocess.run([*kubectl, "-n", kube_namespace, "create", "configmap", "via-kubectl", "--from-literal=a=b"],
-                   check=True, capture_output=True, timeout=60)
-    out = subprocess.run([*kubectl, "-n", kube_namespace, "get", "configmap", "via-kubectl", "-o", "json"],
-                         check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [*kubectl, "-n", kube_namespace, "create", "configmap", "via-kubectl", "--from-literal=a=b"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    out = subprocess.run(
+        [*kubectl, "-n", kube_namespace, "get", "configmap", "via-kubectl", "-o", "json"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert json.loads(out.stdout)["data"] == {"a": "b"}
 
 
 def test_emulator_runs_as_a_module() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.kube.emulator", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.kube.emulator", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

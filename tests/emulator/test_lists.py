@@ -17,30 +17,39 @@ def _names(listing: dict[str, object]) -> list[str]:
 
 @pytest.fixture
 def labelled(kube_api: KubeAPI, kube_namespace: str) -> str:
-    for name, labels in (("a", {"app": "x", "tier": "web"}), ("b", {"app": "y", "tier": "db"}),
-                         ("c", {"app": "x"}), ("d", {})):
+    for name, labels in (
+        ("a", {"app": "x", "tier": "web"}),
+        ("b", {"app": "y", "tier": "db"}),
+        ("c", {"app": "x"}),
+        ("d", {}),
+    ):
         kube_api.create(configmap(name, labels), kube_namespace)
     return kube_namespace
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("app=x", ["a", "c"]),
-    ("app==x", ["a", "c"]),
-    ("app!=x", ["b", "d"]),
-    ("app in (x,y)", ["a", "b", "c"]),
-    ("app notin (x)", ["b", "d"]),
-    ("tier", ["a", "b"]),
-    ("!tier", ["c", "d"]),
-    ("app=x,tier=web", ["a"]),
-    ("app=x, !tier", ["c"]),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=x", ["a", "c"]),
+        ("app==x", ["a", "c"]),
+        ("app!=x", ["b", "d"]),
+        ("app in (x,y)", ["a", "b", "c"]),
+        ("app notin (x)", ["b", "d"]),
+        ("tier", ["a", "b"]),
+        ("!tier", ["c", "d"]),
+        ("app=x,tier=web", ["a"]),
+        ("app=x, !tier", ["c"]),
+    ],
+)
 def test_label_selectors(kube_api: KubeAPI, labelled: str, selector: str, expected: list[str]) -> None:
     assert _names(kube_api.list("configmaps", labelled, label_selector=selector)) == expected
 
 
 async def test_bad_label_selector_is_400(kube_api: KubeAPI, labelled: str) -> None:
-    async with kube_api.session() as s, s.get(f"/api/v1/namespaces/{labelled}/configmaps",
-                                              params={"labelSelector": "app in x"}) as resp:
+    async with (
+        kube_api.session() as s,
+        s.get(f"/api/v1/namespaces/{labelled}/configmaps", params={"labelSelector": "app in x"}) as resp,
+    ):
         assert resp.status == 400
         assert (await json_body(resp))["reason"] == "BadRequest"
 
@@ -54,14 +63,18 @@ def test_field_selectors(kube_api: KubeAPI, kube_namespace: str) -> None:
     assert _names(kube_api.list("pods", kube_namespace, field_selector="spec.nodeName=")) == ["nowhere"]
     assert _names(kube_api.list("pods", kube_namespace, field_selector="metadata.name=on-n2")) == ["on-n2"]
     assert _names(kube_api.list("pods", kube_namespace, field_selector="status.phase=Pending")) == [
-        "nowhere", "on-n1", "on-n2"]
+        "nowhere",
+        "on-n1",
+        "on-n2",
+    ]
     cluster_wide = kube_api.list("pods", field_selector=f"metadata.namespace={kube_namespace},spec.nodeName=n2")
     assert _names(cluster_wide) == ["on-n2"]
 
 
 def test_secret_type_field_selector(kube_api: KubeAPI, kube_namespace: str) -> None:
-    kube_api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}, "type": "example.com/x"},
-                    kube_namespace)
+    kube_api.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}, "type": "example.com/x"}, kube_namespace
+    )
     kube_api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain"}}, kube_namespace)
     assert _names(kube_api.list("secrets", kube_namespace, field_selector="type=example.com/x")) == ["tls"]
 
@@ -71,8 +84,9 @@ async def test_unsupported_field_selector_is_400(kube_api: KubeAPI, kube_namespa
         async with s.get(f"/api/v1/namespaces/{kube_namespace}/pods", params={"fieldSelector": "spec.foo=x"}) as resp:
             assert resp.status == 400
             assert (await json_body(resp))["message"] == "field label not supported: spec.foo"
-        async with s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps",
-                         params={"fieldSelector": "data.k=v"}) as resp:
+        async with s.get(
+            f"/api/v1/namespaces/{kube_namespace}/configmaps", params={"fieldSelector": "data.k=v"}
+        ) as resp:
             assert resp.status == 400
 
 
@@ -97,8 +111,10 @@ def test_pagination_with_continue(kube_api: KubeAPI, kube_namespace: str) -> Non
 
 
 async def test_bad_continue_token_is_400(kube_api: KubeAPI, kube_namespace: str) -> None:
-    async with kube_api.session() as s, s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps",
-                                              params={"limit": "1", "continue": "garbage!"}) as resp:
+    async with (
+        kube_api.session() as s,
+        s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps", params={"limit": "1", "continue": "garbage!"}) as resp,
+    ):
         assert resp.status == 400
 
 
@@ -109,16 +125,19 @@ def test_list_resource_versions(kube_api: KubeAPI, kube_namespace: str) -> None:
     assert int(rv) >= int(listing["items"][0]["metadata"]["resourceVersion"])
     kube_api.create(configmap("two"), kube_namespace)
     assert _names(kube_api.list("configmaps", kube_namespace, resourceVersion="0")) == ["one", "two"]
-    assert _names(kube_api.list("configmaps", kube_namespace, resourceVersion=rv,
-                                resourceVersionMatch="NotOlderThan")) == ["one", "two"]
+    assert _names(
+        kube_api.list("configmaps", kube_namespace, resourceVersion=rv, resourceVersionMatch="NotOlderThan")
+    ) == ["one", "two"]
     exact = kube_api.list("configmaps", kube_namespace, resourceVersion=rv, resourceVersionMatch="Exact")
     assert _names(exact) == ["one"]
     assert exact["metadata"]["resourceVersion"] == rv
 
 
 async def test_resource_version_match_needs_resource_version(kube_api: KubeAPI, kube_namespace: str) -> None:
-    async with kube_api.session() as s, s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps",
-                                              params={"resourceVersionMatch": "Exact"}) as resp:
+    async with (
+        kube_api.session() as s,
+        s.get(f"/api/v1/namespaces/{kube_namespace}/configmaps", params={"resourceVersionMatch": "Exact"}) as resp,
+    ):
         assert resp.status in (400, 422)
 
 

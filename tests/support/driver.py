@@ -40,9 +40,7 @@ def capability(
     block: bool = False,
 ) -> csi_pb2.VolumeCapability:
     if block:
-        return csi_pb2.VolumeCapability(
-            block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=AccessMode(mode=mode)
-        )
+        return csi_pb2.VolumeCapability(block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=AccessMode(mode=mode))
     return csi_pb2.VolumeCapability(
         mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=list(mount_flags)),
         access_mode=AccessMode(mode=mode),
@@ -56,6 +54,10 @@ class DriverProcess:
     workdir: Path
     node_id: str = "test-node"
     extra_args: list[str] = field(default_factory=list)
+    # False: mount pod mode (with KUBECONFIG in `env`); the driver then runs no juicefs client itself.
+    by_process: bool = True
+    # Added to (or, with an empty value, removed from) the inherited environment.
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     _channel: grpc.Channel | None = None
@@ -87,13 +89,16 @@ class DriverProcess:
             f"--mount-root={self.mount_root}",
             f"--metrics-port={self.metrics_port}",
             "--client-metrics-host=127.0.0.1",
-            "--by-process",
+            *(["--by-process"] if self.by_process else []),
             "--log-format=json",
             "--log-level=debug",
             *self.extra_args,
         ]
+        env = {**os.environ, **self.env}
+        for key in [k for k, v in self.env.items() if not v]:
+            del env[key]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

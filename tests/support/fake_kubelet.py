@@ -39,8 +39,15 @@ FAILURE_BODIES = {
 class FakeKubelet:
     """`GET /pods` for ``node`` over HTTPS; control it with `fail_with`, `recover` and `delay`."""
 
-    def __init__(self, kube_api: KubeAPI, node: str, *, token: str = "kubelet-test-token", port: int = 0,
-                 client_certs: bool = False) -> None:
+    def __init__(
+        self,
+        kube_api: KubeAPI,
+        node: str,
+        *,
+        token: str = "kubelet-test-token",
+        port: int = 0,
+        client_certs: bool = False,
+    ) -> None:
         self.kube_api = kube_api
         self.node = node
         self.token = token
@@ -158,25 +165,38 @@ class FakeKubelet:
         now = datetime.datetime.now(datetime.UTC)
         ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kubelet-client-ca")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-              .not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-              .sign(ca_key, hashes.SHA256()))
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "juicefs-csi-node")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "juicefs-csi-node")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
         ca_path = self._dir / "client-ca.crt"
         ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
         self.client_cert = self._dir / "client.crt"
         self.client_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self.client_key = self._dir / "client.key"
-        self.client_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                      serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))
+        self.client_key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         self.client_key.chmod(0o600)
         return ca_path
 
@@ -198,8 +218,9 @@ class FakeKubelet:
         listing: dict[str, Any] = await asyncio.to_thread(
             self.kube_api.list, "pods", field_selector=f"spec.nodeName={self.node}"
         )
-        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {},
-                                  "items": listing.get("items") or []})
+        return web.json_response(
+            {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": listing.get("items") or []}
+        )
 
     def _authenticated(self, request: web.Request) -> bool:
         if request.headers.get("Authorization") == f"Bearer {self.token}":

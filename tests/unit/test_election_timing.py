@@ -103,8 +103,19 @@ def test_jitter_is_client_go_jitter() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("15s", 15.0), ("1m30s", 90.0), ("500ms", 0.5), ("1.5h", 5400.0), ("2m", 120.0), ("20", 20.0), ("7.5", 7.5),
-     ("1h2m3.5s", 3723.5), ("+15s", 15.0), (" 15s ", 15.0), ("250us", 0.00025)],
+    [
+        ("15s", 15.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("1.5h", 5400.0),
+        ("2m", 120.0),
+        ("20", 20.0),
+        ("7.5", 7.5),
+        ("1h2m3.5s", 3723.5),
+        ("+15s", 15.0),
+        (" 15s ", 15.0),
+        ("250us", 0.00025),
+    ],
 )
 def test_parse_duration_reads_go_durations(text: str, seconds: float) -> None:
     assert math.isclose(parse_duration(text), seconds)

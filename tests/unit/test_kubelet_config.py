@@ -56,8 +56,13 @@ def test_all_settings(tmp_path: Path) -> None:
 
 
 def test_empty_values_mean_defaults() -> None:
-    env = {"HOST_IP": "10.0.0.1", "KUBELET_PORT": "", "KUBELET_TIMEOUT": " ", "KUBELET_CLIENT_CERT": "",
-           "KUBELET_CLIENT_KEY": ""}
+    env = {
+        "HOST_IP": "10.0.0.1",
+        "KUBELET_PORT": "",
+        "KUBELET_TIMEOUT": " ",
+        "KUBELET_CLIENT_CERT": "",
+        "KUBELET_CLIENT_KEY": "",
+    }
     assert KubeletConfig.from_env(env) == KubeletConfig(host="10.0.0.1")
 
 
@@ -107,9 +112,11 @@ def test_unauthorized_is_a_kubelet_error_with_its_own_reason() -> None:
 
 
 def _pod(name: str) -> dict[str, object]:
-    return {"metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": "7"},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
-            "status": {"phase": "Running"}}
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": "7"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+        "status": {"phase": "Running"},
+    }
 
 
 def test_parse_pod_list() -> None:

@@ -18,8 +18,16 @@ CLAIM = ClaimFacts(
     name="data",
     namespace="team-a",
     labels={"app": "web", "tier": "db"},
-    annotations={"owner": "alice", "juicefs.com/dir": "reports", "escape": "../etc", "root": "/", "abs": "/etc",
-                 "empty": "", "nested": "x/y", "ctrl": "a\nb"},
+    annotations={
+        "owner": "alice",
+        "juicefs.com/dir": "reports",
+        "escape": "../etc",
+        "root": "/",
+        "abs": "/etc",
+        "empty": "",
+        "nested": "x/y",
+        "ctrl": "a\nb",
+    },
 )
 NODE = NodeFacts(name="node-1", pod_cidr="10.1.0.0/24", labels={"zone": "z1"}, annotations={"rack": "r7"})
 

@@ -39,17 +39,31 @@ SECRET_PARAMS = {
 
 def pvc(**spec: Any) -> PersistentVolumeClaim:
     body: dict[str, Any] = {
-        "metadata": {"name": "data", "namespace": "team-a", "uid": UID, "labels": {"app": "web"},
-                     "annotations": {"cache": "2048"}},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1500Mi"}},
-                 "storageClassName": "jfs", "volumeMode": "Filesystem", **spec},
+        "metadata": {
+            "name": "data",
+            "namespace": "team-a",
+            "uid": UID,
+            "labels": {"app": "web"},
+            "annotations": {"cache": "2048"},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": "1500Mi"}},
+            "storageClassName": "jfs",
+            "volumeMode": "Filesystem",
+            **spec,
+        },
     }
     return PersistentVolumeClaim.from_dict(body)
 
 
 def storage_class(parameters: dict[str, str] | None = None, **fields: Any) -> StorageClass:
-    body = {"metadata": {"name": "jfs"}, "provisioner": DRIVER,
-            "parameters": {**SECRET_PARAMS, **(parameters or {})}, **fields}
+    body = {
+        "metadata": {"name": "jfs"},
+        "provisioner": DRIVER,
+        "parameters": {**SECRET_PARAMS, **(parameters or {})},
+        **fields,
+    }
     return StorageClass.from_dict(body)
 
 
@@ -58,8 +72,10 @@ def built(claim: PersistentVolumeClaim, sc: StorageClass) -> PersistentVolume:
 
 
 def test_pv_has_external_provisioner_and_go_driver_fields() -> None:
-    sc = storage_class({"juicefs/mount-delete-delay": "1m"}, mountOptions=["cache-size=${.pvc.annotations.cache}",
-                                                                            "writeback, free-space-ratio=0.2"])
+    sc = storage_class(
+        {"juicefs/mount-delete-delay": "1m"},
+        mountOptions=["cache-size=${.pvc.annotations.cache}", "writeback, free-space-ratio=0.2"],
+    )
     pv = built(pvc(), sc).to_dict()
     name = f"pvc-{UID}"
     assert pv["metadata"] == {
@@ -81,8 +97,13 @@ def test_pv_has_external_provisioner_and_go_driver_fields() -> None:
     }
     assert spec["accessModes"] == ["ReadWriteMany"]
     assert spec["capacity"] == {"storage": "1500Mi"}
-    assert spec["claimRef"] == {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "team-a",
-                                "name": "data", "uid": UID}
+    assert spec["claimRef"] == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "team-a",
+        "name": "data",
+        "uid": UID,
+    }
     assert spec["persistentVolumeReclaimPolicy"] == "Delete"
     assert spec["mountOptions"] == ["cache-size=2048", "writeback", "free-space-ratio=0.2"]
     assert spec["storageClassName"] == "jfs"
@@ -90,9 +111,13 @@ def test_pv_has_external_provisioner_and_go_driver_fields() -> None:
 
 
 def test_retain_and_expand_secret() -> None:
-    sc = storage_class({"csi.storage.k8s.io/controller-expand-secret-name": "jfs-secret",
-                        "csi.storage.k8s.io/controller-expand-secret-namespace": "kube-system"},
-                       reclaimPolicy="Retain")
+    sc = storage_class(
+        {
+            "csi.storage.k8s.io/controller-expand-secret-name": "jfs-secret",
+            "csi.storage.k8s.io/controller-expand-secret-namespace": "kube-system",
+        },
+        reclaimPolicy="Retain",
+    )
     pv = built(pvc(), sc)
     assert pv.metadata is not None and pv.metadata.finalizers is None
     assert pv.spec is not None and pv.spec.persistentVolumeReclaimPolicy == "Retain"
@@ -100,8 +125,10 @@ def test_retain_and_expand_secret() -> None:
 
 
 def test_path_pattern_names_the_sub_path_and_directory() -> None:
-    sc = storage_class({"pathPattern": "${.pvc.namespace}-${.pvc.name}-${.pvc.labels.app}", "subdir": "tenants"},
-                       mountOptions=["subdir=/k8s"])
+    sc = storage_class(
+        {"pathPattern": "${.pvc.namespace}-${.pvc.name}-${.pvc.labels.app}", "subdir": "tenants"},
+        mountOptions=["subdir=/k8s"],
+    )
     claim = pvc()
     plan = plan_provision(claim, sc, claim_facts(claim))
     assert plan.sub_path == "team-a-data-web"
@@ -123,8 +150,11 @@ def test_read_only_many_needs_a_path_pattern() -> None:
     [
         ({"selector": {"matchLabels": {"a": "b"}}}, {}, "claim Selector is not supported"),
         ({"volumeMode": "Block"}, {}, "block volumes are not supported"),
-        ({"dataSource": {"kind": "VolumeSnapshot", "name": "snap", "apiGroup": "snapshot.storage.k8s.io"}}, {},
-         "data source"),
+        (
+            {"dataSource": {"kind": "VolumeSnapshot", "name": "snap", "apiGroup": "snapshot.storage.k8s.io"}},
+            {},
+            "data source",
+        ),
         ({"resources": {"requests": {"storage": "lots"}}}, {}, "not a Kubernetes quantity"),
         ({"resources": {"requests": {"storage": "0"}}}, {}, "larger than 0"),
         ({}, {"pathPattern": "${.pvc.labels.missing}"}, "label 'missing'"),
@@ -141,12 +171,22 @@ def test_plan_refusals(spec: dict[str, Any], params: dict[str, str], message: st
 
 def test_missing_secrets_are_refused() -> None:
     claim = pvc()
-    no_provisioner = StorageClass.from_dict({"metadata": {"name": "jfs"}, "provisioner": DRIVER, "parameters": {
-        k: v for k, v in SECRET_PARAMS.items() if "provisioner-secret" not in k}})
+    no_provisioner = StorageClass.from_dict(
+        {
+            "metadata": {"name": "jfs"},
+            "provisioner": DRIVER,
+            "parameters": {k: v for k, v in SECRET_PARAMS.items() if "provisioner-secret" not in k},
+        }
+    )
     with pytest.raises(InvalidArgument, match="provisioner-secret-name/-namespace"):
         plan_provision(claim, no_provisioner, claim_facts(claim))
-    no_node = StorageClass.from_dict({"metadata": {"name": "jfs"}, "provisioner": DRIVER, "parameters": {
-        k: v for k, v in SECRET_PARAMS.items() if "node-publish" not in k}})
+    no_node = StorageClass.from_dict(
+        {
+            "metadata": {"name": "jfs"},
+            "provisioner": DRIVER,
+            "parameters": {k: v for k, v in SECRET_PARAMS.items() if "node-publish" not in k},
+        }
+    )
     with pytest.raises(InvalidArgument, match="node-publish-secret-name/-namespace"):
         plan_provision(claim, no_node, claim_facts(claim))
 
@@ -159,8 +199,15 @@ def test_bad_mount_option_in_storage_class_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1Gi", 1 << 30), ("1G", 10**9), ("1500Mi", 1500 << 20), ("1.5Gi", 3 << 29), ("100", 100), ("1e3", 1000),
-     ("0.5", 1)],
+    [
+        ("1Gi", 1 << 30),
+        ("1G", 10**9),
+        ("1500Mi", 1500 << 20),
+        ("1.5Gi", 3 << 29),
+        ("100", 100),
+        ("1e3", 1000),
+        ("0.5", 1),
+    ],
 )
 def test_quantities(text: str, expected: int) -> None:
     assert quantity_bytes(text, "q") == expected
@@ -180,17 +227,26 @@ def test_ownership_and_secret_fallbacks() -> None:
     assert not belongs_to_claim(pv, DRIVER, "other-uid")
     assert not belongs_to_claim(pv, "other.driver", UID)
     assert deletion_secret(pv) == SecretRef("kube-system", "jfs-secret")
-    go_driver_pv = PersistentVolume.from_dict({
-        "metadata": {"name": "pvc-x", "annotations": {ANN_PROVISIONED_BY: DRIVER}},
-        "spec": {"csi": {"driver": DRIVER, "volumeHandle": "pvc-x", "volumeAttributes": {"subPath": "pvc-x"},
-                         "nodePublishSecretRef": {"name": "s", "namespace": "ns"}}},
-    })
+    go_driver_pv = PersistentVolume.from_dict(
+        {
+            "metadata": {"name": "pvc-x", "annotations": {ANN_PROVISIONED_BY: DRIVER}},
+            "spec": {
+                "csi": {
+                    "driver": DRIVER,
+                    "volumeHandle": "pvc-x",
+                    "volumeAttributes": {"subPath": "pvc-x"},
+                    "nodePublishSecretRef": {"name": "s", "namespace": "ns"},
+                }
+            },
+        }
+    )
     assert deletion_secret(go_driver_pv) == SecretRef("ns", "s")
     assert expansion_secret(go_driver_pv) is None
 
 
 def test_claim_class_reads_the_beta_annotation() -> None:
-    claim = PersistentVolumeClaim.from_dict({
-        "metadata": {"name": "c", "annotations": {"volume.beta.kubernetes.io/storage-class": "old"}}, "spec": {}})
+    claim = PersistentVolumeClaim.from_dict(
+        {"metadata": {"name": "c", "annotations": {"volume.beta.kubernetes.io/storage-class": "old"}}, "spec": {}}
+    )
     assert claim_class(claim) == "old"
     assert claim_class(pvc()) == "jfs"

@@ -167,8 +167,10 @@ def resolve_secret_template(template: str, params: Mapping[str, str], what: str)
     resolved = SECRET_TEMPLATE.sub(value, template)
     if missing:
         allowed = ", ".join("${" + k + "}" for k in sorted(params) if not k.startswith("pvc.annotations["))
-        raise InvalidArgument(f"{what}: invalid tokens {sorted(set(missing))!r} (allowed: {allowed}, and for names "
-                              "${pvc.annotations['KEY']})")
+        raise InvalidArgument(
+            f"{what}: invalid tokens {sorted(set(missing))!r} (allowed: {allowed}, and for names "
+            "${pvc.annotations['KEY']})"
+        )
     return resolved
 
 

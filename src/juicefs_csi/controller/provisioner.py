@@ -26,19 +26,15 @@ import collections
 import contextlib
 import logging
 import os
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import httpx2 as httpx
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event, Node, PersistentVolume, PersistentVolumeClaim, Secret
+from lightkube.models.core_v1 import ObjectReference
+from lightkube.resources.core_v1 import Node, PersistentVolume, PersistentVolumeClaim, Secret
 from lightkube.resources.storage_v1 import StorageClass
 from lightkube.types import PatchType
 
@@ -65,6 +61,8 @@ from juicefs_csi.controller.pvspec import (
     quantity_bytes,
 )
 from juicefs_csi.errors import DriverError, InvalidArgument
+from juicefs_csi.kube.election import LeadershipLost
+from juicefs_csi.kube.events import NORMAL, WARNING, EventRecorder, Recorder
 from juicefs_csi.kube.informer import Event as Change
 from juicefs_csi.kube.informer import Informer
 from juicefs_csi.volume.secrets import parse_credentials, redact
@@ -78,18 +76,12 @@ RESYNC_SECONDS = 900.0
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 300.0
 STOP_GRACE_SECONDS = 10.0
-EVENT_MESSAGE_LIMIT = 1024
-EVENT_AGGREGATE_SECONDS = 600.0
 # Secret keys whose values are not credentials, so they may stay readable in Events.
 PUBLIC_SECRET_KEYS = frozenset(
     {"name", "metaurl", "storage", "bucket", "block-size", "compress", "trash-days", "capacity", "inodes", "shards"}
 )
 
-NORMAL, WARNING = "Normal", "Warning"
 PHASE_PENDING, PHASE_BOUND, PHASE_RELEASED, PHASE_FAILED = "Pending", "Bound", "Released", "Failed"
-
-Recorder = Callable[[ObjectReference, str, str, str], Awaitable[None]]
-"""(involved object, type, reason, message) → a core/v1 Event; must never raise."""
 
 
 class WatchableStorageClass(StorageClass):
@@ -135,73 +127,6 @@ def reference(obj: PersistentVolumeClaim | PersistentVolume) -> ObjectReference:
         uid=meta.uid,
         resourceVersion=meta.resourceVersion,
     )
-
-
-# --- Events ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Recorded:
-    name: str
-    namespace: str
-    count: int
-    last: float
-
-
-class EventRecorder:
-    """core/v1 Events as client-go's recorder writes them: a repeat within 10 minutes bumps `count`.
-
-    Retried failures would otherwise write one Event per attempt. Recording never raises: an Event
-    that cannot be written is logged, and the work it describes goes on.
-    """
-
-    def __init__(self, client: AsyncClient, component: str = COMPONENT, host: str | None = None,
-                 cache_size: int = 4096) -> None:
-        self.client = client
-        self.component = component
-        self.host = host or socket.gethostname()
-        self.cache_size = cache_size
-        self._seen: collections.OrderedDict[tuple[str, str, str, str], _Recorded] = collections.OrderedDict()
-
-    async def __call__(self, involved: ObjectReference, type_: str, reason: str, message: str) -> None:
-        message = message[:EVENT_MESSAGE_LIMIT]
-        namespace = involved.namespace or "default"  # cluster-scoped objects: client-go uses "default"
-        key = (involved.uid or f"{involved.kind}/{namespace}/{involved.name}", type_, reason, message)
-        now = datetime.now(UTC)
-        try:
-            seen = self._seen.get(key)
-            if seen is not None and time.monotonic() - seen.last < EVENT_AGGREGATE_SECONDS:
-                seen.count += 1
-                seen.last = time.monotonic()
-                self._seen.move_to_end(key)
-                try:
-                    patch = {"count": seen.count, "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                    await self.client.patch(Event, seen.name, patch, namespace=seen.namespace,
-                                            patch_type=PatchType.MERGE)
-                    return
-                except ApiError as exc:
-                    if exc.status.code != 404:
-                        raise
-            name = f"{involved.name}.{time.time_ns():x}"
-            event = Event(
-                metadata=ObjectMeta(name=name, namespace=namespace),
-                involvedObject=involved,
-                type=type_,
-                reason=reason,
-                message=message,
-                count=1,
-                firstTimestamp=now,
-                lastTimestamp=now,
-                source=EventSource(component=self.component, host=self.host),
-                reportingComponent=self.component,
-                reportingInstance=self.host,
-            )
-            await self.client.create(event)
-            self._seen[key] = _Recorded(name, namespace, 1, time.monotonic())
-            while len(self._seen) > self.cache_size:
-                self._seen.popitem(last=False)
-        except (ApiError, httpx.HTTPError, OSError) as exc:
-            log.warning("cannot record event", extra={"reason": reason, "object": involved.name, "error": str(exc)})
 
 
 # --- work queue -----------------------------------------------------------------------------------
@@ -339,6 +264,7 @@ class Provisioner:
         resync_seconds: float = RESYNC_SECONDS,
         backoff_base: float = BACKOFF_BASE_SECONDS,
         backoff_max: float = BACKOFF_MAX_SECONDS,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         if workers <= 0:
             raise ValueError("the provisioner needs at least one worker")
@@ -346,8 +272,11 @@ class Provisioner:
         self.files = files
         self.driver = driver_name
         self.workers = workers
-        self.record: Recorder = recorder or EventRecorder(client)
+        self.record: Recorder = recorder or EventRecorder(client, COMPONENT)
         self.resync_seconds = resync_seconds
+        # Called right before every irreversible step; leader election passes `elector.check`, which
+        # raises LeadershipLost once this replica may no longer act (even if its cancellation is late).
+        self.fence: Callable[[], None] = fence or _no_fence
         self.claims: Informer[PersistentVolumeClaim] = Informer(client, PersistentVolumeClaim, name="provisioner-pvc")
         self.volumes: Informer[PersistentVolume] = Informer(client, PersistentVolume, name="provisioner-pv")
         self.classes: Informer[StorageClass] = Informer(client, WatchableStorageClass, name="provisioner-sc")
@@ -388,8 +317,9 @@ class Provisioner:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if not self._stop.is_set():
                 self._enqueue_all()  # a later run's relist reports only changes: look at everything
-                tasks += [asyncio.create_task(self._worker(), name=f"provisioner-worker-{n}")
-                          for n in range(self.workers)]
+                tasks += [
+                    asyncio.create_task(self._worker(), name=f"provisioner-worker-{n}") for n in range(self.workers)
+                ]
                 tasks.append(asyncio.create_task(self._resync(), name="provisioner-resync"))
                 self.ready.set()
                 log.info("provisioner started", extra={"driver": self.driver, "workers": self.workers})
@@ -481,6 +411,9 @@ class Provisioner:
             retry = True
             try:
                 retry = await (self._sync_claim(key) if key.kind == CLAIM else self._sync_volume(key))
+            except LeadershipLost:
+                log.info("stopped work: no longer the leader", extra={"key": "/".join(key)})
+                retry = False
             except Exception:
                 log.exception("provisioner work failed", extra={"key": "/".join(key)})
             finally:
@@ -542,12 +475,18 @@ class Provisioner:
                 plan = plan_provision(pvc, sc, claim_facts(pvc, node))
             except InvalidArgument as exc:
                 raise _Refused(exc.message) from None
-            await self.record(reference(pvc), NORMAL, "Provisioning",
-                              f'External provisioner is provisioning volume for claim "{meta.namespace}/{meta.name}"')
+            await self.record(
+                reference(pvc),
+                NORMAL,
+                "Provisioning",
+                f'External provisioner is provisioning volume for claim "{meta.namespace}/{meta.name}"',
+            )
             secrets = await self._read_secret(plan.provisioner_secret, "provisioner")
             credentials = parse_credentials(secrets)
-            async with self._directory_locks.hold((credentials.name, credentials.meta.url_without_password,
-                                                   plan.directory)):
+            async with self._directory_locks.hold(
+                (credentials.name, credentials.meta.url_without_password, plan.directory)
+            ):
+                self.fence()
                 await self.files.create(secrets, plan.directory, plan.capacity_bytes)
                 created = await self._create_pv(build_pv(self.driver, pvc, sc, plan), meta.uid)
                 self._created[pv_name] = created
@@ -557,8 +496,15 @@ class Provisioner:
         except (DriverError, ApiError, httpx.HTTPError, OSError) as exc:
             await self._claim_failed(pvc, sc_name, _describe(exc), secrets)
             return True
-        log.info("volume provisioned", extra={"pvc": f"{meta.namespace}/{meta.name}", "pv": pv_name,
-                                              "sub_path": plan.sub_path, "capacity": plan.capacity})
+        log.info(
+            "volume provisioned",
+            extra={
+                "pvc": f"{meta.namespace}/{meta.name}",
+                "pv": pv_name,
+                "sub_path": plan.sub_path,
+                "capacity": plan.capacity,
+            },
+        )
         await self.record(reference(pvc), NORMAL, "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name}")
         return False
 
@@ -583,6 +529,7 @@ class Provisioner:
         """The commit point. A name collision is success only if the PV is ours for this claim."""
         assert pv.metadata is not None and pv.metadata.name
         try:
+            self.fence()
             return await self.client.create(pv)
         except ApiError as exc:
             if exc.status.code != 409:
@@ -592,14 +539,19 @@ class Provisioner:
             return existing
         raise _Refused(f"PersistentVolume {pv.metadata.name} already exists and is not this claim's")
 
-    async def _claim_failed(self, pvc: PersistentVolumeClaim, sc_name: str, message: str,
-                            secrets: Mapping[str, str] | None = None) -> None:
+    async def _claim_failed(
+        self, pvc: PersistentVolumeClaim, sc_name: str, message: str, secrets: Mapping[str, str] | None = None
+    ) -> None:
         message = _scrub(message, secrets or {})
         meta = pvc.metadata
         assert meta is not None
         log.warning("provisioning failed", extra={"pvc": f"{meta.namespace}/{meta.name}", "error": message})
-        await self.record(reference(pvc), WARNING, "ProvisioningFailed",
-                          f'failed to provision volume with StorageClass "{sc_name}": {message}')
+        await self.record(
+            reference(pvc),
+            WARNING,
+            "ProvisioningFailed",
+            f'failed to provision volume with StorageClass "{sc_name}": {message}',
+        )
 
     # -- deletion ----------------------------------------------------------------------------------
 
@@ -628,17 +580,22 @@ class Provisioner:
                 raise _Refused(f"refusing to delete the volume's data: {exc.message}") from None
             ref = deletion_secret(pv)
             if ref is None:
-                raise _Refused("the PV names no Secret to delete its directory with "
-                               "(provisioner-deletion-secret annotations or nodePublishSecretRef)")
+                raise _Refused(
+                    "the PV names no Secret to delete its directory with "
+                    "(provisioner-deletion-secret annotations or nodePublishSecretRef)"
+                )
             secrets = await self._read_secret(ref, "provisioner")
             credentials = parse_credentials(secrets)
             identity = (credentials.name, credentials.meta.url_without_password)
             async with self._directory_locks.hold((*identity, directory)):
                 holders = await self._holders(pv, directory, ref, identity)
                 if holders:
-                    log.info("kept a directory other volumes use", extra={
-                        "pv": pv.metadata.name, "directory": directory, "used_by": ", ".join(sorted(holders))})
+                    log.info(
+                        "kept a directory other volumes use",
+                        extra={"pv": pv.metadata.name, "directory": directory, "used_by": ", ".join(sorted(holders))},
+                    )
                 else:
+                    self.fence()
                     await self.files.remove(secrets, directory)
             await self._delete_pv(pv)
         except _Refused as exc:
@@ -651,8 +608,9 @@ class Provisioner:
         log.info("volume deleted", extra={"pv": pv.metadata.name, "directory": directory, "kept": bool(holders)})
         return False
 
-    async def _holders(self, pv: PersistentVolume, directory: str, ref: SecretRef,
-                       identity: tuple[str, str]) -> list[str]:
+    async def _holders(
+        self, pv: PersistentVolume, directory: str, ref: SecretRef, identity: tuple[str, str]
+    ) -> list[str]:
         """Other PVs of this driver whose directory is this one or inside it, on the same file system.
 
         When in doubt (a Secret that cannot be read) a PV counts as a holder: keeping data is the
@@ -700,6 +658,7 @@ class Provisioner:
         assert pv.metadata is not None and pv.metadata.name
         name = pv.metadata.name
         try:
+            self.fence()
             await self.client.delete(PersistentVolume, name)
         except ApiError as exc:
             if exc.status.code != 404:
@@ -766,18 +725,25 @@ class Provisioner:
             ref = expansion_secret(pv)
             if ref is None:
                 raise _Refused(f"PV {spec.volumeName} has no controllerExpandSecretRef")
-            await self.record(reference(pvc), NORMAL, "Resizing",
-                              f"External resizer is resizing volume {spec.volumeName}")
+            await self.record(
+                reference(pvc), NORMAL, "Resizing", f"External resizer is resizing volume {spec.volumeName}"
+            )
             await self.client.patch(
-                PersistentVolumeClaim.Status, meta.name or "",
-                {"status": {"conditions": [{"type": "Resizing", "status": "True",
-                                            "lastTransitionTime": _now()}]}},
-                namespace=meta.namespace, patch_type=PatchType.MERGE,
+                PersistentVolumeClaim.Status,
+                meta.name or "",
+                {"status": {"conditions": [{"type": "Resizing", "status": "True", "lastTransitionTime": _now()}]}},
+                namespace=meta.namespace,
+                patch_type=PatchType.MERGE,
             )
             secrets = await self._read_secret(ref, "controller-expand")
+            self.fence()
             await self.files.resize(secrets, directory, wanted)
-            await self.client.patch(PersistentVolume, spec.volumeName, {"spec": {"capacity": {"storage": request}}},
-                                    patch_type=PatchType.MERGE)
+            await self.client.patch(
+                PersistentVolume,
+                spec.volumeName,
+                {"spec": {"capacity": {"storage": request}}},
+                patch_type=PatchType.MERGE,
+            )
             await self._finish_resize(pvc, str(request))
         except _Refused as exc:
             await self._resize_failed(pvc, exc.message, secrets)
@@ -792,9 +758,11 @@ class Provisioner:
     async def _finish_resize(self, pvc: PersistentVolumeClaim, capacity: str) -> None:
         assert pvc.metadata is not None
         await self.client.patch(
-            PersistentVolumeClaim.Status, pvc.metadata.name or "",
+            PersistentVolumeClaim.Status,
+            pvc.metadata.name or "",
             {"status": {"capacity": {"storage": capacity}, "conditions": None}},
-            namespace=pvc.metadata.namespace, patch_type=PatchType.MERGE,
+            namespace=pvc.metadata.namespace,
+            patch_type=PatchType.MERGE,
         )
 
     async def _resize_failed(self, pvc: PersistentVolumeClaim, message: str, secrets: Mapping[str, str]) -> None:
@@ -816,6 +784,10 @@ class Provisioner:
         if not data:
             raise _SecretUnavailable(f"the {role} Secret {ref} is empty")
         return data
+
+
+def _no_fence() -> None:
+    return None
 
 
 class _SecretUnavailable(DriverError):

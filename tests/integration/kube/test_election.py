@@ -238,9 +238,9 @@ class ReplicaProcess:
 
 
 @contextlib.asynccontextmanager
-async def replica_processes(kube_api: KubeAPI, namespace: str, timing: dict[str, float]) -> AsyncIterator[
-    Callable[[str], Any]
-]:
+async def replica_processes(
+    kube_api: KubeAPI, namespace: str, timing: dict[str, float]
+) -> AsyncIterator[Callable[[str], Any]]:
     started: list[ReplicaProcess] = []
 
     async def spawn(identity: str) -> ReplicaProcess:
@@ -380,8 +380,9 @@ async def test_concurrent_update_makes_renew_conflict_and_reread(kube_api: KubeA
         await a.elector.wait_for_leadership(10)
         before = lease_spec(kube_api, kube_namespace)["renewTime"]
         # Someone else writes the Lease (new resourceVersion); the holder stays "a".
-        kube_api.patch("leases", LEASE, {"metadata": {"annotations": {"example.com/touched": "yes"}}},
-                       namespace=kube_namespace)
+        kube_api.patch(
+            "leases", LEASE, {"metadata": {"annotations": {"example.com/touched": "yes"}}}, namespace=kube_namespace
+        )
         loop = asyncio.get_running_loop()
         end = loop.time() + 3 * FAST["retry_period"]
         while loop.time() < end:

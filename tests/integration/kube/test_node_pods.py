@@ -96,7 +96,11 @@ class Harness:
         registry = CollectorRegistry()
         client = make_client(KubeSettings(kubeconfig=str(self.kube_api.kubeconfig_path)), request_counter(registry))
         node_pods = NodePods.from_env(
-            self.node, client, registry, env, token_file=token_file or Path("/nonexistent/token"),
+            self.node,
+            client,
+            registry,
+            env,
+            token_file=token_file or Path("/nonexistent/token"),
             **{**FAST, **options},
         )
         self.built.append((node_pods, client, registry))
@@ -218,7 +222,10 @@ async def test_client_certificate_instead_of_token(
 
 
 async def test_unauthorized_at_start_falls_back_to_the_api_server(
-    kube_api: KubeAPI, kube_namespace: str, fake_kubelet: FakeKubelet, harness: Harness,
+    kube_api: KubeAPI,
+    kube_namespace: str,
+    fake_kubelet: FakeKubelet,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     node = fake_kubelet.node
@@ -258,7 +265,10 @@ async def test_wrong_token_is_unauthorized_too(
 
 
 async def test_forbidden_later_switches_and_changes_keep_arriving(
-    kube_api: KubeAPI, kube_namespace: str, fake_kubelet: FakeKubelet, harness: Harness,
+    kube_api: KubeAPI,
+    kube_namespace: str,
+    fake_kubelet: FakeKubelet,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     node = fake_kubelet.node
@@ -297,7 +307,10 @@ async def test_forbidden_later_switches_and_changes_keep_arriving(
 
 
 async def test_server_errors_keep_kubelet_mode_and_it_recovers(
-    kube_api: KubeAPI, kube_namespace: str, fake_kubelet: FakeKubelet, harness: Harness,
+    kube_api: KubeAPI,
+    kube_namespace: str,
+    fake_kubelet: FakeKubelet,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     node = fake_kubelet.node
@@ -401,8 +414,10 @@ async def test_kubelet_client_classifies_failures(
         assert (failed.value.reason, failed.value.status) == ("status", 503)
         fake_kubelet.recover()
         fake_kubelet.delay = 2.0
-        slow = KubeletClient(KubeletConfig.from_env({**fake_kubelet.env(), "KUBELET_TIMEOUT": "0.2"},
-                                                    token_file=fake_kubelet.token_file) or config)
+        slow = KubeletClient(
+            KubeletConfig.from_env({**fake_kubelet.env(), "KUBELET_TIMEOUT": "0.2"}, token_file=fake_kubelet.token_file)
+            or config
+        )
         with pytest.raises(KubeletError) as timed_out:
             await slow.pods()
         assert timed_out.value.reason == "timeout"
@@ -412,8 +427,11 @@ async def test_kubelet_client_classifies_failures(
     missing = KubeletClient(KubeletConfig(host="127.0.0.1", port=fake_kubelet.port, token_file=tmp_path / "none"))
     with pytest.raises(KubeletUnauthorized, match="token unreadable"):
         await missing.pods()
-    broken_cert = KubeletClient(KubeletConfig(host="127.0.0.1", port=fake_kubelet.port,
-                                              client_cert=str(tmp_path / "c"), client_key=str(tmp_path / "k")))
+    broken_cert = KubeletClient(
+        KubeletConfig(
+            host="127.0.0.1", port=fake_kubelet.port, client_cert=str(tmp_path / "c"), client_key=str(tmp_path / "k")
+        )
+    )
     with pytest.raises(KubeletUnauthorized, match="certificate"):
         await broken_cert.pods()
 

@@ -26,6 +26,7 @@ from juicefs_csi.controller.provisioner import Provisioner, _scrub, workers_from
 from juicefs_csi.controller.volumes import VolumeFiles
 from juicefs_csi.juicefs.runner import JuiceFS
 from juicefs_csi.kube.client import KubeSettings, make_client, request_counter
+from juicefs_csi.kube.election import LeadershipLost
 from juicefs_csi.metrics import Metrics
 from juicefs_csi.mount.process import ProcessMounter, ProcessMounterConfig
 from tests.support.kube import KubeAPI, KubeApiError
@@ -59,8 +60,10 @@ class Harness:
         self.files: VolumeFiles | None = None
 
     def client(self) -> AsyncClient:
-        client = make_client(KubeSettings(kubeconfig=str(self.kube_api.kubeconfig_path), qps=500, burst=500),
-                             request_counter(CollectorRegistry()))
+        client = make_client(
+            KubeSettings(kubeconfig=str(self.kube_api.kubeconfig_path), qps=500, burst=500),
+            request_counter(CollectorRegistry()),
+        )
         self.clients.append(client)
         return client
 
@@ -68,9 +71,13 @@ class Harness:
         """A VolumeFiles over its own mounter, as each controller process has its own."""
         index = len(self.mounters)
         mounter = ProcessMounter(
-            ProcessMounterConfig(state_dir=self.workdir / f"state{index}", mount_root=self.workdir / f"mnt{index}",
-                                 metrics_host="127.0.0.1"),
-            self.juicefs, Metrics(f"node-{index}"),
+            ProcessMounterConfig(
+                state_dir=self.workdir / f"state{index}",
+                mount_root=self.workdir / f"mnt{index}",
+                metrics_host="127.0.0.1",
+            ),
+            self.juicefs,
+            Metrics(f"node-{index}"),
         )
         await mounter.start()
         self.mounters.append(mounter)
@@ -113,28 +120,49 @@ class Harness:
     # -- objects -------------------------------------------------------------------------------
 
     def put_secret(self, name: str | None = None) -> None:
-        self.kube_api.create({"apiVersion": "v1", "kind": "Secret",
-                              "metadata": {"name": name or self.secret_name, "namespace": self.namespace},
-                              "stringData": self.secret})
+        self.kube_api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name or self.secret_name, "namespace": self.namespace},
+                "stringData": self.secret,
+            }
+        )
 
-    def storage_class(self, parameters: dict[str, str] | None = None, secret: str | None = None,
-                      **fields: Any) -> str:
+    def storage_class(self, parameters: dict[str, str] | None = None, secret: str | None = None, **fields: Any) -> str:
         name = f"jfs-{self.namespace}-{len(self.classes)}"
         secret = secret or self.secret_name
-        params = {f"csi.storage.k8s.io/{kind}-secret-{part}": value
-                  for kind in ("provisioner", "node-publish", "controller-expand")
-                  for part, value in (("name", secret), ("namespace", self.namespace))}
-        self.kube_api.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
-                              "provisioner": DRIVER, "parameters": {**params, **(parameters or {})}, **fields})
+        params = {
+            f"csi.storage.k8s.io/{kind}-secret-{part}": value
+            for kind in ("provisioner", "node-publish", "controller-expand")
+            for part, value in (("name", secret), ("namespace", self.namespace))
+        }
+        self.kube_api.create(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": name},
+                "provisioner": DRIVER,
+                "parameters": {**params, **(parameters or {})},
+                **fields,
+            }
+        )
         self.classes.append(name)
         return name
 
     def claim_manifest(self, name: str, sc: str, storage: str = "1Gi", **metadata: Any) -> Obj:
         spec_extra = metadata.pop("spec", {})
-        return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": name, "namespace": self.namespace, **metadata},
-                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": sc,
-                         "resources": {"requests": {"storage": storage}}, **spec_extra}}
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": self.namespace, **metadata},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": sc,
+                "resources": {"requests": {"storage": storage}},
+                **spec_extra,
+            },
+        }
 
     def claim(self, name: str, sc: str, storage: str = "1Gi", **metadata: Any) -> Obj:
         return self.kube_api.create(self.claim_manifest(name, sc, storage, **metadata))
@@ -144,6 +172,7 @@ class Harness:
 
     async def bound(self, name: str, timeout: float = TIMEOUT) -> tuple[Obj, Obj]:
         """The claim once Bound, and its PV."""
+
         def probe() -> Obj | None:
             pvc = self.get_claim(name)
             return pvc if pvc.get("status", {}).get("phase") == "Bound" else None
@@ -157,17 +186,24 @@ class Harness:
         return list(self.kube_api.list("events", namespace, field_selector=selector)["items"])
 
     async def event(self, involved: str, reason: str, timeout: float = TIMEOUT) -> Obj:
-        found = await eventually(lambda: self.events(involved, reason) or None, timeout,
-                                 what=f"event {reason} on {involved}")
+        found = await eventually(
+            lambda: self.events(involved, reason) or None, timeout, what=f"event {reason} on {involved}"
+        )
         return found[-1]
 
     def pvs(self) -> list[Obj]:
-        return [pv for pv in self.kube_api.list("persistentvolumes")["items"]
-                if (pv["spec"].get("claimRef") or {}).get("namespace") == self.namespace]
+        return [
+            pv
+            for pv in self.kube_api.list("persistentvolumes")["items"]
+            if (pv["spec"].get("claimRef") or {}).get("namespace") == self.namespace
+        ]
 
     async def gone(self, resource: str, name: str, namespace: str | None = None) -> None:
-        await eventually(lambda: self.kube_api.get_or_none(resource, name, namespace) is None, TIMEOUT,
-                         what=f"{resource} {name} to be deleted")
+        await eventually(
+            lambda: self.kube_api.get_or_none(resource, name, namespace) is None,
+            TIMEOUT,
+            what=f"{resource} {name} to be deleted",
+        )
 
     # -- the file system -----------------------------------------------------------------------
 
@@ -185,8 +221,15 @@ class Harness:
 
     async def quota(self, directory: str) -> str:
         process = await asyncio.create_subprocess_exec(
-            self.juicefs.binary, "quota", "get", self.secret["metaurl"], "--path", "/" + directory,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            self.juicefs.binary,
+            "quota",
+            "get",
+            self.secret["metaurl"],
+            "--path",
+            "/" + directory,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         output = (await process.communicate())[0].decode()
         for line in output.splitlines():
             cells = [c.strip() for c in line.split("|")]
@@ -202,8 +245,9 @@ def binder(kube_api: KubeAPI) -> Iterator[PVBinder]:
 
 
 @pytest.fixture
-async def harness(kube_api: KubeAPI, kube_namespace: str, workdir: Path, sqlite_secret: dict[str, str],
-                  binder: PVBinder) -> AsyncIterator[Harness]:
+async def harness(
+    kube_api: KubeAPI, kube_namespace: str, workdir: Path, sqlite_secret: dict[str, str], binder: PVBinder
+) -> AsyncIterator[Harness]:
     built = Harness(kube_api, kube_namespace, workdir, sqlite_secret)
     built.put_secret()
     try:
@@ -227,7 +271,9 @@ async def test_dynamic_provisioning_end_to_end_and_reclaim_delete(harness: Harne
     assert pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"] == DRIVER
     assert pv["metadata"]["annotations"]["volume.kubernetes.io/provisioner-deletion-secret-name"] == "jfs-secret"
     assert pv["spec"]["csi"] == {
-        "driver": DRIVER, "volumeHandle": name, "fsType": "juicefs",
+        "driver": DRIVER,
+        "volumeHandle": name,
+        "fsType": "juicefs",
         "volumeAttributes": {"juicefs/mount-delete-delay": "1m", "subPath": name, "capacity": str(1 << 30)},
         "nodePublishSecretRef": {"name": "jfs-secret", "namespace": harness.namespace},
         "controllerExpandSecretRef": {"name": "jfs-secret", "namespace": harness.namespace},
@@ -266,8 +312,10 @@ async def test_directory_left_by_a_crash_is_reused(harness: Harness) -> None:
 
 
 async def test_path_pattern_makes_readable_directories_and_templates_mount_options(harness: Harness) -> None:
-    sc = harness.storage_class({"pathPattern": "${.pvc.namespace}-${.pvc.name}-${.PVC.labels.team}"},
-                               mountOptions=["cache-size=${.pvc.annotations.cache}"])
+    sc = harness.storage_class(
+        {"pathPattern": "${.pvc.namespace}-${.pvc.name}-${.PVC.labels.team}"},
+        mountOptions=["cache-size=${.pvc.annotations.cache}"],
+    )
     await harness.start()
     harness.claim("reports", sc, labels={"team": "ml"}, annotations={"cache": "2048"})
     _, pv = await harness.bound("reports")
@@ -290,8 +338,9 @@ async def test_path_pattern_makes_readable_directories_and_templates_mount_optio
         ("a//${.pvc.name}", {}, "empty segment"),
     ],
 )
-async def test_bad_path_patterns_create_nothing(harness: Harness, pattern: str, annotations: dict[str, str],
-                                                message: str) -> None:
+async def test_bad_path_patterns_create_nothing(
+    harness: Harness, pattern: str, annotations: dict[str, str], message: str
+) -> None:
     sc = harness.storage_class({"pathPattern": pattern})
     before = await harness.root_entries()
     provisioner = await harness.start()
@@ -315,8 +364,9 @@ async def test_missing_secret_is_retried_and_creates_nothing(harness: Harness) -
     event = await harness.event("waiting", "ProvisioningFailed")
     assert f"cannot read the provisioner Secret {harness.namespace}/not-yet: not found" in event["message"]
     # Retried with backoff: the same Event is counted up, not written again.
-    await eventually(lambda: (harness.events("waiting", "ProvisioningFailed")[0].get("count") or 0) >= 2, TIMEOUT,
-                     what="a retry")
+    await eventually(
+        lambda: (harness.events("waiting", "ProvisioningFailed")[0].get("count") or 0) >= 2, TIMEOUT, what="a retry"
+    )
     assert len(harness.events("waiting", "ProvisioningFailed")) == 1
     await provisioner.wait_idle()
     assert harness.pvs() == []
@@ -344,16 +394,20 @@ async def test_wait_for_first_consumer_waits_for_the_selected_node(harness: Harn
     node = f"node-{random.token_hex(4)}"
     harness.kube_api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {"zone": "z1"}}})
     try:
-        sc = harness.storage_class({"pathPattern": "${.node.labels.zone}-${.pvc.name}"},
-                                   volumeBindingMode="WaitForFirstConsumer")
+        sc = harness.storage_class(
+            {"pathPattern": "${.node.labels.zone}-${.pvc.name}"}, volumeBindingMode="WaitForFirstConsumer"
+        )
         provisioner = await harness.start()
         harness.claim("late", sc)
         await provisioner.claims.wait_for(lambda: provisioner.claims.get("late", harness.namespace), TIMEOUT)
         await provisioner.wait_idle()
         assert harness.pvs() == []
-        harness.kube_api.patch("persistentvolumeclaims", "late",
-                               {"metadata": {"annotations": {"volume.kubernetes.io/selected-node": node}}},
-                               namespace=harness.namespace)
+        harness.kube_api.patch(
+            "persistentvolumeclaims",
+            "late",
+            {"metadata": {"annotations": {"volume.kubernetes.io/selected-node": node}}},
+            namespace=harness.namespace,
+        )
         _, pv = await harness.bound("late")
         assert pv["spec"]["csi"]["volumeAttributes"]["subPath"] == "z1-late"
         assert await harness.exists("z1-late")
@@ -409,15 +463,26 @@ async def test_root_sub_path_is_never_deleted(harness: Harness) -> None:
     provisioner = await harness.start()
     before = await harness.root_entries()
     name = f"pvc-{random.token_hex(8)}"
-    harness.kube_api.create({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": DRIVER}},
-        "spec": {"accessModes": ["ReadWriteMany"], "capacity": {"storage": "1Gi"},
-                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": sc,
-                 "claimRef": {"namespace": harness.namespace, "name": "gone", "uid": "0000"},
-                 "csi": {"driver": DRIVER, "volumeHandle": name, "volumeAttributes": {"subPath": "/"},
-                         "nodePublishSecretRef": {"name": "jfs-secret", "namespace": harness.namespace}}},
-    })
+    harness.kube_api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": DRIVER}},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "capacity": {"storage": "1Gi"},
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": sc,
+                "claimRef": {"namespace": harness.namespace, "name": "gone", "uid": "0000"},
+                "csi": {
+                    "driver": DRIVER,
+                    "volumeHandle": name,
+                    "volumeAttributes": {"subPath": "/"},
+                    "nodePublishSecretRef": {"name": "jfs-secret", "namespace": harness.namespace},
+                },
+            },
+        }
+    )
     event = await harness.event(name, "VolumeFailedDelete")
     assert "refusing to delete the volume's data" in event["message"] and "root" in event["message"]
     await provisioner.wait_idle()
@@ -436,10 +501,17 @@ async def test_expansion_updates_quota_and_capacities(harness: Harness) -> None:
     name = pv["metadata"]["name"]
     assert await harness.quota(name) == "1.0 GiB"
 
-    harness.kube_api.patch("persistentvolumeclaims", "grow", {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
-                           namespace=harness.namespace)
-    await eventually(lambda: harness.get_claim("grow")["status"].get("capacity") == {"storage": "3Gi"}, TIMEOUT,
-                     what="the claim's capacity")
+    harness.kube_api.patch(
+        "persistentvolumeclaims",
+        "grow",
+        {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
+        namespace=harness.namespace,
+    )
+    await eventually(
+        lambda: harness.get_claim("grow")["status"].get("capacity") == {"storage": "3Gi"},
+        TIMEOUT,
+        what="the claim's capacity",
+    )
     assert harness.kube_api.get("persistentvolumes", name)["spec"]["capacity"] == {"storage": "3Gi"}
     assert not harness.get_claim("grow")["status"].get("conditions")
     assert await harness.quota(name) == "3.0 GiB"
@@ -452,8 +524,12 @@ async def test_expansion_needs_allow_volume_expansion(harness: Harness) -> None:
     await harness.start()
     harness.claim("fixed", sc, "1Gi")
     _, pv = await harness.bound("fixed")
-    harness.kube_api.patch("persistentvolumeclaims", "fixed", {"spec": {"resources": {"requests": {"storage": "2Gi"}}}},
-                           namespace=harness.namespace)
+    harness.kube_api.patch(
+        "persistentvolumeclaims",
+        "fixed",
+        {"spec": {"resources": {"requests": {"storage": "2Gi"}}}},
+        namespace=harness.namespace,
+    )
     event = await harness.event("fixed", "VolumeResizeFailed")
     assert "does not allow volume expansion" in event["message"]
     assert harness.kube_api.get("persistentvolumes", pv["metadata"]["name"])["spec"]["capacity"] == {"storage": "1Gi"}
@@ -480,10 +556,18 @@ async def test_hundred_claims_exactly_hundred_pvs_across_restart_and_two_instanc
     await harness.start(workers=100)
     await harness.start(workers=50, files=await harness.volume_files())
 
-    await eventually(lambda: all(pvc["status"].get("phase") == "Bound"
-                                 for pvc in harness.kube_api.list("persistentvolumeclaims",
-                                                                  harness.namespace)["items"]) or None,
-                     TIMEOUT * 4, interval=0.2, what="all claims to be bound")
+    await eventually(
+        lambda: (
+            all(
+                pvc["status"].get("phase") == "Bound"
+                for pvc in harness.kube_api.list("persistentvolumeclaims", harness.namespace)["items"]
+            )
+            or None
+        ),
+        TIMEOUT * 4,
+        interval=0.2,
+        what="all claims to be bound",
+    )
     pvs = harness.pvs()
     assert len(pvs) == 100
     assert {pv["metadata"]["name"] for pv in pvs} == {f"pvc-{uid}" for uid in uids.values()}
@@ -509,6 +593,36 @@ async def test_a_stopped_instance_runs_again(harness: Harness) -> None:
     assert len(harness.pvs()) == 2
 
 
+async def test_a_fenced_provisioner_makes_nothing(harness: Harness) -> None:
+    """Leader election's fence (`elector.check`) raising: no directory, no PV, the claim stays Pending."""
+    sc = harness.storage_class({"pathPattern": "fenced-${.pvc.name}"})
+    before = await harness.root_entries()
+    fenced: list[str] = []
+
+    def fence() -> None:
+        fenced.append("checked")
+        raise LeadershipLost("not the leader of lease ns/csi-controller.juicefs.com")
+
+    provisioner = Provisioner(
+        harness.client(), await harness.fs(), DRIVER, 4, fence=fence, backoff_base=0.05, backoff_max=1.0
+    )
+    harness.running.append((provisioner, asyncio.create_task(provisioner.run())))
+    await asyncio.wait_for(provisioner.ready.wait(), TIMEOUT)
+    harness.claim("fenced", sc)
+
+    def handed_to_us() -> Any:
+        pvc = provisioner.claims.get("fenced", harness.namespace)
+        annotations = (pvc.metadata.annotations if pvc is not None and pvc.metadata else None) or {}
+        return pvc if annotations.get("volume.kubernetes.io/storage-provisioner") == DRIVER else None
+
+    await provisioner.claims.wait_for(handed_to_us, TIMEOUT)
+    await eventually(lambda: fenced or None, TIMEOUT, what="the fence to be checked")
+    await provisioner.wait_idle()
+    assert harness.pvs() == []
+    assert harness.get_claim("fenced")["status"].get("phase") == "Pending"
+    assert await harness.root_entries() == before
+
+
 # --- small pieces -------------------------------------------------------------------------------
 
 
@@ -521,8 +635,13 @@ def test_worker_count_from_environment() -> None:
 
 
 def test_event_messages_are_scrubbed_of_secret_values() -> None:
-    secret = {"name": "vol", "metaurl": "redis://:hunter22@redis:6379/1", "access-key": "AKIAXXXX",
-              "secret-key": "s3cr3t-value", "envs": "{TOKEN: tok-123456}"}
+    secret = {
+        "name": "vol",
+        "metaurl": "redis://:hunter22@redis:6379/1",
+        "access-key": "AKIAXXXX",
+        "secret-key": "s3cr3t-value",
+        "envs": "{TOKEN: tok-123456}",
+    }
     message = "juicefs failed: auth hunter22 AKIAXXXX s3cr3t-value tok-123456 for vol"
     scrubbed = _scrub(message, secret)
     for value in ("hunter22", "AKIAXXXX", "s3cr3t-value", "tok-123456"):

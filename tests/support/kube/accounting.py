@@ -25,8 +25,12 @@ class Fault:
     name: str | None = None
 
     def matches(self, verb: str, resource: str, namespace: str | None, name: str | None) -> bool:
-        return (self.verb in ("*", verb) and self.resource in ("*", resource)
-                and self.namespace in (None, namespace) and self.name in (None, name))
+        return (
+            self.verb in ("*", verb)
+            and self.resource in ("*", resource)
+            and self.namespace in (None, namespace)
+            and self.name in (None, name)
+        )
 
     def error(self) -> ApiError:
         assert self.status is not None

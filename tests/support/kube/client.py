@@ -43,13 +43,24 @@ class HttpClient:
         self.token = token
         self.ssl_context = ssl_context
 
-    def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
-                content_type: str = "application/json", headers: Mapping[str, str] | None = None,
-                timeout: float = 30) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> Response:
         url = self.url + path
         if params:
-            query = {k: ("true" if v is True else "false" if v is False else str(v))
-                     for k, v in params.items() if v is not None}
+            query = {
+                k: ("true" if v is True else "false" if v is False else str(v))
+                for k, v in params.items()
+                if v is not None
+            }
             url += "?" + urllib.parse.urlencode(query)
         data = body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
         all_headers = {"Accept": "application/json", **(headers or {})}

@@ -84,8 +84,12 @@ class Controllers:
         solid = [r for r in refs if not self._dangling(r)]
         if not solid:
             if not meta.get("deletionTimestamp"):
-                self.api.delete(rt, meta.get("namespace", ""), meta["name"],
-                                DeleteOptions(propagation_policy="Background", preconditions={"uid": meta["uid"]}))
+                self.api.delete(
+                    rt,
+                    meta.get("namespace", ""),
+                    meta["name"],
+                    DeleteOptions(propagation_policy="Background", preconditions={"uid": meta["uid"]}),
+                )
         elif len(solid) < len(refs):
             self._set_owner_refs(rt, stored, solid)
 
@@ -133,9 +137,14 @@ class Controllers:
                 continue
             refs = meta.get("ownerReferences") or []
             blocking = any(r.get("uid") == uid and r.get("blockOwnerDeletion") for r in refs)
-            self.api.delete(self._rt(storage), meta.get("namespace", ""), meta["name"],
-                            DeleteOptions(propagation_policy="Foreground" if blocking else "Background",
-                                          preconditions={"uid": meta["uid"]}))
+            self.api.delete(
+                self._rt(storage),
+                meta.get("namespace", ""),
+                meta["name"],
+                DeleteOptions(
+                    propagation_policy="Foreground" if blocking else "Background", preconditions={"uid": meta["uid"]}
+                ),
+            )
         self._finish_foreground(uid)
 
     def _finish_foreground(self, uid: str) -> None:
@@ -144,8 +153,10 @@ class Controllers:
         if owner is None or "foregroundDeletion" not in (owner.obj["metadata"].get("finalizers") or []):
             return
         for _, dep in self._dependents(uid):
-            if any(r.get("uid") == uid and r.get("blockOwnerDeletion")
-                   for r in dep.obj["metadata"].get("ownerReferences") or []):
+            if any(
+                r.get("uid") == uid and r.get("blockOwnerDeletion")
+                for r in dep.obj["metadata"].get("ownerReferences") or []
+            ):
                 return
         self._remove_finalizer(owner, "foregroundDeletion")
 

@@ -40,8 +40,16 @@ PATCH_CONTENT_TYPES = {
 class KubeAPI:
     """A running Kubernetes API (emulated or real) and backend-neutral helpers over HTTP."""
 
-    def __init__(self, url: str, token: str | None, ca_pem: bytes | None, workdir: Path, *,
-                 emulator: Emulator | None, has_controllers: bool) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        ca_pem: bytes | None,
+        workdir: Path,
+        *,
+        emulator: Emulator | None,
+        has_controllers: bool,
+    ) -> None:
         self.url = url
         self.token = token
         self.ca_pem = ca_pem
@@ -107,8 +115,15 @@ class KubeAPI:
                 return None
             raise
 
-    def list(self, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None, **params: Any) -> Obj:
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        **params: Any,
+    ) -> Obj:
         query = {"labelSelector": label_selector, "fieldSelector": field_selector, **params}
         result: Obj = self.http.call("GET", self.path(resource, namespace), params=query)
         return result
@@ -118,20 +133,40 @@ class KubeAPI:
         if rt is None:
             raise KeyError(f"unknown kind {obj['apiVersion']}/{obj['kind']}")
         meta = obj["metadata"]
-        result: Obj = self.http.call("PUT", self.path(rt.qualified, meta.get("namespace"), meta["name"], subresource),
-                                     body=obj)
+        result: Obj = self.http.call(
+            "PUT", self.path(rt.qualified, meta.get("namespace"), meta["name"], subresource), body=obj
+        )
         return result
 
-    def patch(self, resource: str, name: str, patch: Any, *, namespace: str | None = None,
-              patch_type: str = "merge", subresource: str = "") -> Obj:
+    def patch(
+        self,
+        resource: str,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        patch_type: str = "merge",
+        subresource: str = "",
+    ) -> Obj:
         """``patch_type``: "merge", "json" or "strategic"."""
-        result: Obj = self.http.call("PATCH", self.path(resource, namespace, name, subresource), body=patch,
-                                     content_type=PATCH_CONTENT_TYPES[patch_type])
+        result: Obj = self.http.call(
+            "PATCH",
+            self.path(resource, namespace, name, subresource),
+            body=patch,
+            content_type=PATCH_CONTENT_TYPES[patch_type],
+        )
         return result
 
-    def delete(self, resource: str, name: str, namespace: str | None = None, *,
-               grace_period_seconds: int | None = None, propagation_policy: str | None = None,
-               preconditions: Mapping[str, str] | None = None) -> Obj:
+    def delete(
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> Obj:
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
@@ -143,8 +178,9 @@ class KubeAPI:
         return result
 
     @staticmethod
-    def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
-                 what: str = "condition") -> T:
+    def wait_for(
+        probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+    ) -> T:
         """Poll ``probe`` until it returns something other than None/False."""
         deadline = time.monotonic() + timeout
         while True:
@@ -156,8 +192,11 @@ class KubeAPI:
             time.sleep(interval)
 
     def wait_gone(self, resource: str, name: str, namespace: str | None = None, timeout: float = 10.0) -> None:
-        self.wait_for(lambda: self.get_or_none(resource, name, namespace) is None, timeout,
-                      what=f"{resource} {namespace}/{name} to be deleted")
+        self.wait_for(
+            lambda: self.get_or_none(resource, name, namespace) is None,
+            timeout,
+            what=f"{resource} {namespace}/{name} to be deleted",
+        )
 
     def create_namespace(self, prefix: str = "test-") -> str:
         created = self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"generateName": prefix}})
@@ -223,19 +262,25 @@ def start_kube_api(assets: str | None = None, **emulator_options: Any) -> Iterat
             plane = RealControlPlane(Path(str(assets)), workdir, token)
             plane.start()
             try:
-                api = KubeAPI(plane.url, token, plane.ca_pem, workdir, emulator=None,
-                              has_controllers=plane.has_controller_manager)
+                api = KubeAPI(
+                    plane.url, token, plane.ca_pem, workdir, emulator=None, has_controllers=plane.has_controller_manager
+                )
                 yield api
             finally:
                 plane.stop()
         else:
             if assets:
-                warnings.warn(f"{ASSETS_ENV}={assets} has no kube-apiserver and etcd; using the emulator",
-                              stacklevel=3)
+                warnings.warn(f"{ASSETS_ENV}={assets} has no kube-apiserver and etcd; using the emulator", stacklevel=3)
             options = {"bookmark_interval": 1.0, "tls": True, **emulator_options}
             with Emulator(EmulatorConfig(token=token), **options) as emulator:
-                api = KubeAPI(emulator.url, token, emulator.ca_pem, workdir, emulator=emulator,
-                              has_controllers=emulator.config.controllers)
+                api = KubeAPI(
+                    emulator.url,
+                    token,
+                    emulator.ca_pem,
+                    workdir,
+                    emulator=emulator,
+                    has_controllers=emulator.config.controllers,
+                )
                 yield api
     finally:
         if api is not None:

@@ -60,16 +60,32 @@ class EmulatorConfig:
 
 
 def _bootstrap_objects() -> list[Obj]:
-    objects: list[Obj] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-                          for n in SYSTEM_NAMESPACES]
-    objects += [{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": n},
-                 "value": v, "description": "Used for system critical pods that must not be moved from their "
-                                            "current node." if n.endswith("node-critical") else
-                 "Used for system critical pods that must run in the cluster, but can be moved to another node "
-                 "if necessary."} for n, v in SYSTEM_PRIORITY_CLASSES.items()]
-    objects.append({"apiVersion": "v1", "kind": "Service", "metadata": {
-        "name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}})
+    objects: list[Obj] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in SYSTEM_NAMESPACES]
+    objects += [
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": n},
+            "value": v,
+            "description": "Used for system critical pods that must not be moved from their current node."
+            if n.endswith("node-critical")
+            else "Used for system critical pods that must run in the cluster, but can be moved to another node "
+            "if necessary.",
+        }
+        for n, v in SYSTEM_PRIORITY_CLASSES.items()
+    ]
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"},
+            },
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]},
+        }
+    )
     return objects
 
 
@@ -97,9 +113,16 @@ class Emulator:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._controllers = Controllers(self.api, REGISTRY, loop, self.config.controllers)
-        server = Server(self.api, REGISTRY, self.accounting, self.logs, token=self.config.token,
-                        git_version=self.config.git_version, bookmark_interval=lambda: self.bookmark_interval,
-                        watch_queue_limit=self.config.watch_queue_limit)
+        server = Server(
+            self.api,
+            REGISTRY,
+            self.accounting,
+            self.logs,
+            token=self.config.token,
+            git_version=self.config.git_version,
+            bookmark_interval=lambda: self.bookmark_interval,
+            watch_queue_limit=self.config.watch_queue_limit,
+        )
         for obj in (*_bootstrap_objects(), *self.config.bootstrap):
             rt = REGISTRY.by_kind(obj["apiVersion"], obj["kind"])
             assert rt is not None, obj
@@ -204,17 +227,37 @@ class Emulator:
     def reset_counts(self) -> None:
         self.accounting.reset_counts()
 
-    def inject_error(self, verb: str, resource: str, status: int = 500, times: int | None = 1, *,
-                     message: str | None = None, reason: str | None = None, retry_after: int | None = None,
-                     namespace: str | None = None, name: str | None = None) -> None:
+    def inject_error(
+        self,
+        verb: str,
+        resource: str,
+        status: int = 500,
+        times: int | None = 1,
+        *,
+        message: str | None = None,
+        reason: str | None = None,
+        retry_after: int | None = None,
+        namespace: str | None = None,
+        name: str | None = None,
+    ) -> None:
         """Answer the next ``times`` matching requests (None: all) with ``status`` and a Status body.
 
         ``verb``/``resource`` may be ``"*"``. A 410 injected into a watch arrives as an ERROR
         event in a 200 stream, the way a real server reports an expired resourceVersion.
         """
-        self.accounting.add_fault(Fault(verb, _qualify(resource), status, times,
-                                        message or f"injected failure ({status})", reason, retry_after,
-                                        namespace=namespace, name=name))
+        self.accounting.add_fault(
+            Fault(
+                verb,
+                _qualify(resource),
+                status,
+                times,
+                message or f"injected failure ({status})",
+                reason,
+                retry_after,
+                namespace=namespace,
+                name=name,
+            )
+        )
 
     def inject_latency(self, verb: str, resource: str, seconds: float, times: int | None = 1) -> None:
         """Delay the next ``times`` matching requests by ``seconds`` before serving them."""
@@ -303,9 +346,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert-file", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-private-key-file", help="private key of --tls-cert-file (PEM)")
     args = parser.parse_args(argv)
-    emulator = Emulator(EmulatorConfig(host=args.host, port=args.port, token=args.token, git_version=args.git_version,
-                                       bookmark_interval=args.bookmark_interval, controllers=not args.no_controllers,
-                                       tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_private_key_file))
+    emulator = Emulator(
+        EmulatorConfig(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            git_version=args.git_version,
+            bookmark_interval=args.bookmark_interval,
+            controllers=not args.no_controllers,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_private_key_file,
+        )
+    )
 
     async def serve() -> None:
         await emulator.start_async()

@@ -41,12 +41,19 @@ def write_kubeconfig(path: Path, url: str, token: str | None, ca_pem: bytes | No
     if ca_pem:
         cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
     user = {"token": token} if token else {}
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": cluster}],
-        "users": [{"name": "test", "user": user}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "default"}}],
-    }, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": cluster}],
+                "users": [{"name": "test", "user": user}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "default"}}],
+            },
+            indent=2,
+        )
+    )
     return path
 
 
@@ -64,8 +71,13 @@ class RealControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
-        proc = subprocess.Popen([str(self.assets / name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(self.assets / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._procs.append((name, proc))
 
     def _fail(self, what: str) -> RuntimeError:
@@ -94,9 +106,14 @@ class RealControlPlane:
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
         etcd_help = subprocess.run([str(self.assets / "etcd"), "--help"], capture_output=True, check=False)
-        etcd_args = [f"--data-dir={self.workdir / 'etcd'}", f"--listen-client-urls={etcd_url}",
-                     f"--advertise-client-urls={etcd_url}", f"--listen-peer-urls={peer_url}",
-                     f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster=default={peer_url}"]
+        etcd_args = [
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+        ]
         if b"unsafe-no-fsync" in etcd_help.stdout + etcd_help.stderr:
             etcd_args.append("--unsafe-no-fsync=true")
         self._spawn("etcd", etcd_args)
@@ -110,16 +127,27 @@ class RealControlPlane:
         token_file = self.workdir / "tokens.csv"
         token_file.write_text(f'{self.token},admin,admin,"system:masters"\n')
         self.url = f"https://127.0.0.1:{api_port}"
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers={etcd_url}", f"--cert-dir={self.workdir}", f"--secure-port={api_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}", f"--token-auth-file={token_file}", "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-            f"--service-account-issuer={self.url}/", f"--service-account-key-file={pki.sa_public_key}",
-            f"--service-account-signing-key-file={pki.sa_private_key}",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                f"--cert-dir={self.workdir}",
+                f"--secure-port={api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--token-auth-file={token_file}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount",
+                f"--service-account-issuer={self.url}/",
+                f"--service-account-key-file={pki.sa_public_key}",
+                f"--service-account-signing-key-file={pki.sa_private_key}",
+            ],
+        )
         api = HttpClient(self.url, self.token, self.ssl_context())
         self._wait("kube-apiserver /readyz", lambda: api.request("GET", "/readyz", timeout=5).status == 200)
         for namespace in ("default", "kube-system", "kube-public"):
@@ -127,14 +155,27 @@ class RealControlPlane:
             self._wait(f"namespace {namespace}", functools.partial(self._exists, api, path))
         if self.has_controller_manager:
             kubeconfig = write_kubeconfig(self.workdir / "kcm.kubeconfig", self.url, self.token, self.ca_pem)
-            self._spawn("kube-controller-manager", [
-                f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
-                "--secure-port=0", "--controllers=*", f"--service-account-private-key-file={pki.sa_private_key}",
-                f"--root-ca-file={pki.ca_cert}", "--use-service-account-credentials=false",
-                "--service-cluster-ip-range=10.0.0.0/24",
-            ])
-            self._wait("kube-controller-manager", lambda: self._procs[-1][1].poll() is None and api.request(
-                "GET", "/api/v1/namespaces/default/serviceaccounts/default").status == 200)
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    f"--kubeconfig={kubeconfig}",
+                    "--leader-elect=false",
+                    "--bind-address=127.0.0.1",
+                    "--secure-port=0",
+                    "--controllers=*",
+                    f"--service-account-private-key-file={pki.sa_private_key}",
+                    f"--root-ca-file={pki.ca_cert}",
+                    "--use-service-account-credentials=false",
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                ],
+            )
+            self._wait(
+                "kube-controller-manager",
+                lambda: (
+                    self._procs[-1][1].poll() is None
+                    and api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default").status == 200
+                ),
+            )
 
     @staticmethod
     def _exists(api: HttpClient, path: str) -> bool:

@@ -45,8 +45,14 @@ def status_body(code: int, message: str, reason: str | None = None, details: Obj
 class ApiError(Exception):
     """An error answered as an HTTP status with a ``Status`` body."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None, details: Obj | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        details: Obj | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.body = status_body(code, message, reason, details)
@@ -74,8 +80,9 @@ def already_exists(rt: ResourceType, name: str) -> ApiError:
 
 
 def conflict(rt: ResourceType, name: str, why: str) -> ApiError:
-    return ApiError(409, f'Operation cannot be fulfilled on {rt.qualified} "{name}": {why}', "Conflict",
-                    _details(rt, name))
+    return ApiError(
+        409, f'Operation cannot be fulfilled on {rt.qualified} "{name}": {why}', "Conflict", _details(rt, name)
+    )
 
 
 STALE = "the object has been modified; please apply your changes to the latest version and try again"
@@ -96,9 +103,15 @@ def expired(message: str) -> ApiError:
 
 
 def too_large_rv(requested: int, current: int) -> ApiError:
-    return ApiError(504, f"Too large resource version: {requested}, current: {current}", "Timeout",
-                    {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
-                     "retryAfterSeconds": 1})
+    return ApiError(
+        504,
+        f"Too large resource version: {requested}, current: {current}",
+        "Timeout",
+        {
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        },
+    )
 
 
 def path_not_found() -> ApiError:

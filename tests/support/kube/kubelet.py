@@ -42,8 +42,11 @@ class PollingKubelet:
                 continue
             first = self._seen.setdefault(meta["uid"], now)
             if now - first >= delay:
-                self.client.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                                    body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}})
+                self.client.request(
+                    "DELETE",
+                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                    body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+                )
                 self._seen.pop(meta["uid"], None)
 
     def stop(self) -> None:

@@ -119,7 +119,9 @@ def _annotate_provisioner(sc: Obj) -> Mutation:
         if delayed and not annotations.get(ANN_SELECTED_NODE):
             return None
         _meta(pvc)["annotations"] = {
-            **annotations, ANN_STORAGE_PROVISIONER: provisioner, ANN_BETA_STORAGE_PROVISIONER: provisioner,
+            **annotations,
+            ANN_STORAGE_PROVISIONER: provisioner,
+            ANN_BETA_STORAGE_PROVISIONER: provisioner,
         }
         return pvc
 
@@ -148,8 +150,12 @@ def _claim_bound(pv: Obj) -> Mutation:
         status = pvc.get("status") or {}
         if status.get("phase") == "Bound":
             return None
-        pvc["status"] = {**status, "phase": "Bound", "accessModes": list(spec.get("accessModes") or []),
-                         "capacity": dict(spec.get("capacity") or {})}
+        pvc["status"] = {
+            **status,
+            "phase": "Bound",
+            "accessModes": list(spec.get("accessModes") or []),
+            "capacity": dict(spec.get("capacity") or {}),
+        }
         return pvc
 
     return mutate
@@ -225,8 +231,11 @@ class PVBinder:
 
     @staticmethod
     def _sweep_emulator(api: Api) -> None:
-        writes = plan(api.objects("persistentvolumeclaims"), api.objects("persistentvolumes"),
-                      api.objects("storageclasses.storage.k8s.io"))
+        writes = plan(
+            api.objects("persistentvolumeclaims"),
+            api.objects("persistentvolumes"),
+            api.objects("storageclasses.storage.k8s.io"),
+        )
         for write in writes:
             rt = REGISTRY.resolve(write.resource)
             current = api.store.get(rt.storage_key, (write.namespace, write.name))
@@ -250,8 +259,9 @@ class PVBinder:
             resource: api.list(resource)["items"]
             for resource in ("persistentvolumeclaims", "persistentvolumes", "storageclasses.storage.k8s.io")
         }
-        writes = plan(items["persistentvolumeclaims"], items["persistentvolumes"],
-                      items["storageclasses.storage.k8s.io"])
+        writes = plan(
+            items["persistentvolumeclaims"], items["persistentvolumes"], items["storageclasses.storage.k8s.io"]
+        )
         for write in writes:
             namespace = write.namespace or None
             current: Any = api.get_or_none(write.resource, write.name, namespace)

@@ -18,21 +18,27 @@ def qualified_name_problem(key: str) -> str | None:
     """Why ``key`` is not a qualified name (label/annotation key, finalizer), or None."""
     prefix, _, name = key.rpartition("/")
     if "/" in prefix:
-        return "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start " \
-               "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex " \
-               "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS " \
-               "subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        return (
+            "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start "
+            "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex "
+            "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS "
+            "subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        )
     if "/" in key and (not prefix or len(prefix) > 253 or not _PREFIX.match(prefix)):
-        return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric " \
-               "characters, '-' or '.', and must start and end with an alphanumeric character"
+        return (
+            "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+            "characters, '-' or '.', and must start and end with an alphanumeric character"
+        )
     if not name:
         return "name part must be non-empty"
     if len(name) > 63:
         return "name part must be no more than 63 characters"
     if not _NAME_PART.match(name):
-        return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end " \
-               "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for " \
-               "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        return (
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+            "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+            "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        )
     return None
 
 
@@ -40,10 +46,12 @@ def label_value_problem(value: str) -> str | None:
     if len(value) > 63:
         return "must be no more than 63 characters"
     if not _LABEL_VALUE.match(value):
-        return "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or " \
-               "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or " \
-               "'my_value',  or '12345', regex used for validation is " \
-               "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+        return (
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+            "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+            "'my_value',  or '12345', regex used for validation is "
+            "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+        )
     return None
 
 
@@ -230,7 +238,7 @@ def _partition_unescaped(text: str, op: str) -> tuple[str, bool, str]:
             i += 2
             continue
         if text.startswith(op, i):
-            return text[:i], True, text[i + len(op):]
+            return text[:i], True, text[i + len(op) :]
         i += 1
     return text, False, ""
 

@@ -25,8 +25,11 @@ PUBLIC_PATHS = frozenset(("/version", "/healthz", "/readyz", "/livez"))
 
 
 def _has_subresource(rt: ResourceType, sub: str) -> bool:
-    return (sub == "status" and rt.status) or (sub == "log" and rt.log) or (
-        sub == "finalize" and rt.qualified == "namespaces")
+    return (
+        (sub == "status" and rt.status)
+        or (sub == "log" and rt.log)
+        or (sub == "finalize" and rt.qualified == "namespaces")
+    )
 
 
 @dataclass
@@ -76,8 +79,18 @@ class PodLogs:
 class Server:
     """The aiohttp application of one emulator instance; runs on the emulator's event loop."""
 
-    def __init__(self, api: Api, registry: Registry, accounting: Accounting, logs: PodLogs, *, token: str | None,
-                 git_version: str, bookmark_interval: Callable[[], float], watch_queue_limit: int) -> None:
+    def __init__(
+        self,
+        api: Api,
+        registry: Registry,
+        accounting: Accounting,
+        logs: PodLogs,
+        *,
+        token: str | None,
+        git_version: str,
+        bookmark_interval: Callable[[], float],
+        watch_queue_limit: int,
+    ) -> None:
         self.api = api
         self.store: Store = api.store
         self.registry = registry
@@ -105,8 +118,12 @@ class Server:
             if self.token is not None and header != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized")
         elif self.token is not None and request.path not in PUBLIC_PATHS:
-            raise ApiError(403, f'forbidden: User "system:anonymous" cannot {request.method.lower()} path '
-                                f'"{request.path}"', "Forbidden", {})
+            raise ApiError(
+                403,
+                f'forbidden: User "system:anonymous" cannot {request.method.lower()} path "{request.path}"',
+                "Forbidden",
+                {},
+            )
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self._authenticate(request)
@@ -162,11 +179,14 @@ class Server:
                 return "deletecollection"
         else:
             verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
-            if verb is not None and (not sub or verb in ("get", "update", "patch")) and (
-                    sub != "log" or verb == "get") and (sub != "finalize" or verb == "update"):
+            if (
+                verb is not None
+                and (not sub or verb in ("get", "update", "patch"))
+                and (sub != "log" or verb == "get")
+                and (sub != "finalize" or verb == "update")
+            ):
                 return verb
-        raise ApiError(405, f"the server does not allow this method on the requested resource ({method})",
-                       details={})
+        raise ApiError(405, f"the server does not allow this method on the requested resource ({method})", details={})
 
     # --- non-resource endpoints -----------------------------------------------------------------
     def _non_resource(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
@@ -176,21 +196,48 @@ class Server:
             return web.Response(text="ok", content_type="text/plain")
         if request.path == "/version":
             major, minor = self.git_version.lstrip("v").split(".")[:2]
-            return _json(200, _encode({
-                "major": major, "minor": minor, "gitVersion": self.git_version, "gitCommit": "emulator",
-                "gitTreeState": "clean", "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5",
-                "compiler": "gc", "platform": "linux/amd64",
-            }))
+            return _json(
+                200,
+                _encode(
+                    {
+                        "major": major,
+                        "minor": minor,
+                        "gitVersion": self.git_version,
+                        "gitCommit": "emulator",
+                        "gitTreeState": "clean",
+                        "buildDate": "2024-08-13T07:28:49Z",
+                        "goVersion": "go1.22.5",
+                        "compiler": "gc",
+                        "platform": "linux/amd64",
+                    }
+                ),
+            )
         groups = self.registry.group_versions()
         if parts == ["api"]:
             address = f"{request.host}"
-            return _json(200, _encode({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": address}]}))
+            return _json(
+                200,
+                _encode(
+                    {
+                        "kind": "APIVersions",
+                        "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+                    }
+                ),
+            )
         if parts == ["api", "v1"]:
             return _json(200, _encode(self._resource_list("", "v1", groups[""])))
         if parts == ["apis"]:
-            return _json(200, _encode({"kind": "APIGroupList", "apiVersion": "v1",
-                                       "groups": [self._group(g, rts) for g, rts in groups.items() if g]}))
+            return _json(
+                200,
+                _encode(
+                    {
+                        "kind": "APIGroupList",
+                        "apiVersion": "v1",
+                        "groups": [self._group(g, rts) for g, rts in groups.items() if g],
+                    }
+                ),
+            )
         if len(parts) in (2, 3) and parts[0] == "apis" and parts[1] in groups and parts[1]:
             rts = groups[parts[1]]
             if len(parts) == 2:
@@ -208,17 +255,32 @@ class Server:
     def _resource_list(group: str, version: str, rts: list[ResourceType]) -> Obj:
         resources: list[Obj] = []
         for rt in rts:
-            entry: Obj = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                          "kind": rt.kind, "verbs": rt.verbs()}
+            entry: Obj = {
+                "name": rt.plural,
+                "singularName": rt.singular,
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": rt.verbs(),
+            }
             if rt.short_names:
                 entry["shortNames"] = list(rt.short_names)
             resources.append(entry)
             for sub, verbs in (("status", ["get", "patch", "update"]), ("log", ["get"]), ("finalize", ["update"])):
                 if _has_subresource(rt, sub):
-                    resources.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
-                                      "kind": rt.kind, "verbs": verbs})
-        body: Obj = {"kind": "APIResourceList", "groupVersion": f"{group}/{version}" if group else version,
-                     "resources": resources}
+                    resources.append(
+                        {
+                            "name": f"{rt.plural}/{sub}",
+                            "singularName": "",
+                            "namespaced": rt.namespaced,
+                            "kind": rt.kind,
+                            "verbs": verbs,
+                        }
+                    )
+        body: Obj = {
+            "kind": "APIResourceList",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
         if group:
             body["apiVersion"] = "v1"
         return body
@@ -228,8 +290,11 @@ class Server:
         raw = await request.read()
         content_type = request.content_type
         if content_type not in ("application/json", "application/octet-stream", ""):
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types "
-                                f"include: application/json (got {content_type})")
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/json (got {content_type})",
+            )
         try:
             return json.loads(raw) if raw.strip() else None
         except ValueError as exc:
@@ -250,13 +315,18 @@ class Server:
         rt, api = t.rt, self.api
         namespace = t.namespace or ""
         if t.verb == "watch":
-            return await watch.serve(request, self.store, rt, t.namespace,
-                                     bookmark_interval=self.bookmark_interval(), queue_limit=self.watch_queue_limit)
+            return await watch.serve(
+                request,
+                self.store,
+                rt,
+                t.namespace,
+                bookmark_interval=self.bookmark_interval(),
+                queue_limit=self.watch_queue_limit,
+            )
         if t.verb == "list":
             return self._list(rt, t.namespace, ListOptions.parse(rt, request.query))
         if t.verb == "create":
-            return self._respond(201, api.create(rt, namespace, await self._body(request), self._dry_run(request)),
-                                 rt)
+            return self._respond(201, api.create(rt, namespace, await self._body(request), self._dry_run(request)), rt)
         assert t.name is not None or t.verb == "deletecollection"
         name = t.name or ""
         if t.verb == "get":
@@ -264,12 +334,25 @@ class Server:
                 return self._log(request, rt, namespace, name)
             return self._respond(200, api.get(rt, namespace, name), rt)
         if t.verb == "update":
-            result, created = api.update(rt, namespace, name, await self._body(request), subresource=t.subresource,
-                                         dry_run=self._dry_run(request))
+            result, created = api.update(
+                rt,
+                namespace,
+                name,
+                await self._body(request),
+                subresource=t.subresource,
+                dry_run=self._dry_run(request),
+            )
             return self._respond(201 if created else 200, result, rt)
         if t.verb == "patch":
-            result = api.patch(rt, namespace, name, request.content_type, await request.read(),
-                               subresource=t.subresource, dry_run=self._dry_run(request))
+            result = api.patch(
+                rt,
+                namespace,
+                name,
+                request.content_type,
+                await request.read(),
+                subresource=t.subresource,
+                dry_run=self._dry_run(request),
+            )
             return self._respond(200, result, rt)
         body = await self._body(request)
         opts = DeleteOptions.parse(request.query, body if isinstance(body, dict) else None)
@@ -304,8 +387,9 @@ class Server:
         container = request.query.get("container", "")
         if not container:
             if len(containers) != 1:
-                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                  f"[{' '.join(containers)}]")
+                raise bad_request(
+                    f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                )
             container = containers[0]
         elif container not in containers + inits:
             raise bad_request(f"container {container} is not valid for pod {name}")
@@ -323,4 +407,3 @@ class Server:
         if limit is not None and limit.isdigit():
             data = data[: int(limit)]
         return web.Response(body=data, content_type="text/plain", charset="utf-8")
-

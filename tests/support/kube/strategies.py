@@ -25,16 +25,28 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _NAME_RULES: dict[str, tuple[re.Pattern[str], int, str]] = {
-    "subdomain": (_SUBDOMAIN, 253, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                  "characters, '-' or '.', and must start and end with an alphanumeric character (e.g. "
-                  "'example.com', regex used for validation is "
-                  "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"),
-    "label": (_LABEL, 63, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
-              "'-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
-              "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"),
-    "dns1035": (_DNS1035, 63, "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-                "start with an alphabetic character, and end with an alphanumeric character (e.g. "
-                "'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"),
+    "subdomain": (
+        _SUBDOMAIN,
+        253,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+        "characters, '-' or '.', and must start and end with an alphanumeric character (e.g. "
+        "'example.com', regex used for validation is "
+        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+    ),
+    "label": (
+        _LABEL,
+        63,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+        "'-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+        "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+    ),
+    "dns1035": (
+        _DNS1035,
+        63,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
+        "start with an alphabetic character, and end with an alphanumeric character (e.g. "
+        "'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+    ),
 }
 SERVICE_CIDR = ipaddress.ip_network("10.0.0.0/24")  # envtest's --service-cluster-ip-range
 SYSTEM_PRIORITY_CLASSES = {"system-node-critical": 2000001000, "system-cluster-critical": 2000000000}
@@ -83,16 +95,21 @@ def metadata_errors(meta: Obj) -> list[FieldError]:
     for i, ref in enumerate(meta.get("ownerReferences") or []):
         for required in ("apiVersion", "kind", "name", "uid"):
             if not ref.get(required):
-                errors.append(FieldError("Required", f"metadata.ownerReferences[{i}].{required}",
-                                         f"{required} must not be empty"))
+                errors.append(
+                    FieldError("Required", f"metadata.ownerReferences[{i}].{required}", f"{required} must not be empty")
+                )
         controllers += bool(ref.get("controller"))
     if controllers > 1:
-        errors.append(FieldError("Invalid", "metadata.ownerReferences", "Only one reference can have Controller "
-                                 "set to true", "..."))
+        errors.append(
+            FieldError(
+                "Invalid", "metadata.ownerReferences", "Only one reference can have Controller set to true", "..."
+            )
+        )
     return errors
 
 
 # --- pods -----------------------------------------------------------------
+
 
 def _default_container(container: Obj) -> None:
     container.setdefault("terminationMessagePath", "/dev/termination-log")
@@ -165,8 +182,9 @@ def _pod_spec_errors(spec: Obj, prefix: str, allowed_restart: tuple[str, ...]) -
         if restart is None:
             errors.append(FieldError("Required", f"{prefix}.restartPolicy", f"valid values: {supported}"))
         else:
-            errors.append(FieldError("NotSupported", f"{prefix}.restartPolicy", f"supported values: {supported}",
-                                     restart))
+            errors.append(
+                FieldError("NotSupported", f"{prefix}.restartPolicy", f"supported values: {supported}", restart)
+            )
     return errors
 
 
@@ -240,8 +258,11 @@ def _update_pod(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[Fiel
             mine["image"] = theirs.get("image")
     for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
         comparable.pop(key, None)
-    rest = {k: v for k, v in spec.items() if k not in ("activeDeadlineSeconds", "tolerations",
-                                                       "terminationGracePeriodSeconds")}
+    rest = {
+        k: v
+        for k, v in spec.items()
+        if k not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+    }
     if rest != comparable:
         return [FieldError("Forbidden", "spec", _POD_MUTABLE_MSG)]
     return []
@@ -249,13 +270,15 @@ def _update_pod(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[Fiel
 
 # --- configuration objects --------------------------------------------------
 
+
 def _decode_b64(obj: Obj, field: str, kind: str) -> None:
     for key, value in (obj.get(field) or {}).items():
         try:
             base64.b64decode(str(value), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise bad_request(f'{kind} in version "v1" cannot be handled as a {kind}: illegal base64 data '
-                              f"at key {key!r}: {exc}") from exc
+            raise bad_request(
+                f'{kind} in version "v1" cannot be handled as a {kind}: illegal base64 data at key {key!r}: {exc}'
+            ) from exc
 
 
 def _config_errors(obj: Obj, fields: tuple[str, ...]) -> list[FieldError]:
@@ -263,8 +286,14 @@ def _config_errors(obj: Obj, fields: tuple[str, ...]) -> list[FieldError]:
     for field in fields:
         for key in obj.get(field) or {}:
             if not _CONFIG_KEY.match(key) or len(key) > 253:
-                errors.append(FieldError("Invalid", f"{field}[{key}]", "a valid config key must consist of "
-                                         "alphanumeric characters, '-', '_' or '.'", key))
+                errors.append(
+                    FieldError(
+                        "Invalid",
+                        f"{field}[{key}]",
+                        "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                        key,
+                    )
+                )
     return errors
 
 
@@ -309,6 +338,7 @@ def _update_configmap(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> lis
 
 
 # --- namespaces, services ----------------------------------------------------
+
 
 def _create_namespace(rt: ResourceType, ns: Obj, ctx: Context) -> list[FieldError]:
     ns.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
@@ -366,13 +396,20 @@ def _service_errors(spec: Obj) -> list[FieldError]:
     for i, port in enumerate(ports):
         number = port.get("port")
         if not isinstance(number, int) or not 0 < number < 65536:
-            errors.append(FieldError("Invalid", f"spec.ports[{i}].port", "must be between 1 and 65535, inclusive",
-                                     number))
+            errors.append(
+                FieldError("Invalid", f"spec.ports[{i}].port", "must be between 1 and 65535, inclusive", number)
+            )
         if len(ports) > 1 and not port.get("name"):
             errors.append(FieldError("Required", f"spec.ports[{i}].name"))
     if spec.get("type") not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        errors.append(FieldError("NotSupported", "spec.type", 'supported values: "ClusterIP", "ExternalName", '
-                                 '"LoadBalancer", "NodePort"', spec.get("type")))
+        errors.append(
+            FieldError(
+                "NotSupported",
+                "spec.type",
+                'supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort"',
+                spec.get("type"),
+            )
+        )
     return errors
 
 
@@ -392,11 +429,21 @@ def _create_service(rt: ResourceType, svc: Obj, ctx: Context) -> list[FieldError
         except ValueError:
             inside = False
         if not inside:
-            return [FieldError("Invalid", "spec.clusterIPs", f"failed to allocate IP {ip}: the provided IP "
-                               f"({ip}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}", [ip])]
+            return [
+                FieldError(
+                    "Invalid",
+                    "spec.clusterIPs",
+                    f"failed to allocate IP {ip}: the provided IP "
+                    f"({ip}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}",
+                    [ip],
+                )
+            ]
         if any(s.get("spec", {}).get("clusterIP") == ip for s in ctx.objects("services")):
-            return [FieldError("Invalid", "spec.clusterIPs", f"failed to allocate IP {ip}: provided IP is "
-                               "already allocated", [ip])]
+            return [
+                FieldError(
+                    "Invalid", "spec.clusterIPs", f"failed to allocate IP {ip}: provided IP is already allocated", [ip]
+                )
+            ]
     spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
     spec.setdefault("ipFamilies", ["IPv4"])
     spec.setdefault("ipFamilyPolicy", "SingleStack")
@@ -422,20 +469,22 @@ def _update_service(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[
                 port["nodePort"] = match["nodePort"]
     errors = _service_errors(spec)
     if spec.get("clusterIP") != old_spec.get("clusterIP") and old_spec.get("type") != "ExternalName":
-        errors.append(FieldError("Invalid", "spec.clusterIPs[0]", "may not change once set",
-                                 spec.get("clusterIP")))
+        errors.append(FieldError("Invalid", "spec.clusterIPs[0]", "may not change once set", spec.get("clusterIP")))
     return errors
 
 
 # --- storage -------------------------------------------------------------------
 
+
 def _create_pvc(rt: ResourceType, pvc: Obj, ctx: Context) -> list[FieldError]:
     spec = pvc.setdefault("spec", {})
     spec.setdefault("volumeMode", "Filesystem")
     if "storageClassName" not in spec:  # DefaultStorageClass admission; "" opts out
-        defaults = [sc for sc in ctx.objects("storageclasses.storage.k8s.io")
-                    if (sc["metadata"].get("annotations") or {}).get(
-                        "storageclass.kubernetes.io/is-default-class") == "true"]
+        defaults = [
+            sc
+            for sc in ctx.objects("storageclasses.storage.k8s.io")
+            if (sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+        ]
         if defaults:
             newest = max(defaults, key=lambda sc: (sc["metadata"]["creationTimestamp"], sc["metadata"]["name"]))
             spec["storageClassName"] = newest["metadata"]["name"]
@@ -459,17 +508,33 @@ def _update_pvc(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[Fiel
         mine.pop("volumeName", None)
         theirs.pop("volumeName", None)
     requests_changed = (spec.get("resources") or {}).get("requests") != (old_spec.get("resources") or {}).get(
-        "requests")
+        "requests"
+    )
     if mine != theirs or (requests_changed and not old_spec.get("volumeName")):
-        return [FieldError("Forbidden", "spec", "spec is immutable after creation except resources.requests "
-                           "and volumeAttributesClassName for bound claims")]
+        return [
+            FieldError(
+                "Forbidden",
+                "spec",
+                "spec is immutable after creation except resources.requests "
+                "and volumeAttributesClassName for bound claims",
+            )
+        ]
     return []
 
 
-_PV_NON_SOURCE = frozenset((
-    "accessModes", "capacity", "claimRef", "mountOptions", "nodeAffinity", "persistentVolumeReclaimPolicy",
-    "storageClassName", "volumeMode", "volumeAttributesClassName",
-))
+_PV_NON_SOURCE = frozenset(
+    (
+        "accessModes",
+        "capacity",
+        "claimRef",
+        "mountOptions",
+        "nodeAffinity",
+        "persistentVolumeReclaimPolicy",
+        "storageClassName",
+        "volumeMode",
+        "volumeAttributesClassName",
+    )
+)
 
 
 def _create_pv(rt: ResourceType, pv: Obj, ctx: Context) -> list[FieldError]:
@@ -493,8 +558,11 @@ def _update_pv(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[Field
     spec.setdefault("volumeMode", "Filesystem")
     source = {k: v for k, v in spec.items() if k not in _PV_NON_SOURCE}
     if source != {k: v for k, v in old_spec.items() if k not in _PV_NON_SOURCE}:
-        return [FieldError("Forbidden", "spec.persistentvolumesource",
-                           "spec.persistentvolumesource is immutable after creation")]
+        return [
+            FieldError(
+                "Forbidden", "spec.persistentvolumesource", "spec.persistentvolumesource is immutable after creation"
+            )
+        ]
     if spec.get("volumeMode") != old_spec.get("volumeMode"):
         return [FieldError("Invalid", "spec.volumeMode", "field is immutable", spec.get("volumeMode"))]
     return []
@@ -512,8 +580,7 @@ def _update_storageclass(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> 
         if new.get(field) != old.get(field):
             errors.append(FieldError("Forbidden", field, f"updates to {field} are forbidden."))
     if new.get("volumeBindingMode") != old.get("volumeBindingMode"):
-        errors.append(FieldError("Invalid", "volumeBindingMode", "field is immutable",
-                                 new.get("volumeBindingMode")))
+        errors.append(FieldError("Invalid", "volumeBindingMode", "field is immutable", new.get("volumeBindingMode")))
     return errors
 
 
@@ -536,24 +603,37 @@ def _create_csidriver(rt: ResourceType, driver: Obj, ctx: Context) -> list[Field
 
 def _update_csidriver(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[FieldError]:
     _default_csidriver(new)
-    return [FieldError("Invalid", f"spec.{f}", "field is immutable", new["spec"].get(f))
-            for f in ("attachRequired", "volumeLifecycleModes") if new["spec"].get(f) != old["spec"].get(f)]
+    return [
+        FieldError("Invalid", f"spec.{f}", "field is immutable", new["spec"].get(f))
+        for f in ("attachRequired", "volumeLifecycleModes")
+        if new["spec"].get(f) != old["spec"].get(f)
+    ]
 
 
 # --- jobs, scheduling, events, webhooks -------------------------------------------
 
+
 def _create_job(rt: ResourceType, job: Obj, ctx: Context) -> list[FieldError]:
     spec = job.setdefault("spec", {})
-    for key, value in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6),
-                       ("completionMode", "NonIndexed"), ("suspend", False),
-                       ("podReplacementPolicy", "TerminatingOrFailed")):
+    for key, value in (
+        ("parallelism", 1),
+        ("completions", 1),
+        ("backoffLimit", 6),
+        ("completionMode", "NonIndexed"),
+        ("suspend", False),
+        ("podReplacementPolicy", "TerminatingOrFailed"),
+    ):
         spec.setdefault(key, value)
     template = spec.setdefault("template", {})
     template.setdefault("metadata", {})
     if not spec.get("manualSelector"):
         meta = job["metadata"]
-        generated = {"batch.kubernetes.io/controller-uid": meta["uid"], "batch.kubernetes.io/job-name": meta["name"],
-                     "controller-uid": meta["uid"], "job-name": meta["name"]}
+        generated = {
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+            "batch.kubernetes.io/job-name": meta["name"],
+            "controller-uid": meta["uid"],
+            "job-name": meta["name"],
+        }
         template["metadata"]["labels"] = {**(template["metadata"].get("labels") or {}), **generated}
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}}
     pod_spec = template.setdefault("spec", {})
@@ -568,8 +648,15 @@ def _create_job(rt: ResourceType, job: Obj, ctx: Context) -> list[FieldError]:
 def _update_job(rt: ResourceType, new: Obj, old: Obj, ctx: Context) -> list[FieldError]:
     spec, old_spec = new.setdefault("spec", {}), old["spec"]
     for key, value in old_spec.items():
-        if key in ("parallelism", "completions", "backoffLimit", "completionMode", "suspend",
-                   "podReplacementPolicy", "selector"):
+        if key in (
+            "parallelism",
+            "completions",
+            "backoffLimit",
+            "completionMode",
+            "suspend",
+            "podReplacementPolicy",
+            "selector",
+        ):
             spec.setdefault(key, value)
     _default_pod_spec(spec.setdefault("template", {}).setdefault("spec", {}))
     errors = []
@@ -584,8 +671,9 @@ def _create_priorityclass(rt: ResourceType, pc: Obj, ctx: Context) -> list[Field
     errors = []
     name = pc["metadata"].get("name", "")
     if name.startswith("system-") and name not in SYSTEM_PRIORITY_CLASSES:
-        errors.append(FieldError("Invalid", "metadata.name", "priority class names with 'system-' prefix are "
-                                 "reserved", name))
+        errors.append(
+            FieldError("Invalid", "metadata.name", "priority class names with 'system-' prefix are reserved", name)
+        )
     if not isinstance(pc.get("value"), int):
         errors.append(FieldError("Required", "value"))
     return errors
@@ -605,10 +693,17 @@ def _create_event(rt: ResourceType, event: Obj, ctx: Context) -> list[FieldError
     """events.k8s.io/v1 requires the new-style fields; core/v1 keeps its lenient rules."""
     if rt.group != "events.k8s.io":
         return []
-    errors = [FieldError("Required", name) for core, name in (
-        ("eventTime", "eventTime"), ("reportingComponent", "reportingController"),
-        ("reportingInstance", "reportingInstance"), ("action", "action"), ("reason", "reason"),
-    ) if not event.get(core)]
+    errors = [
+        FieldError("Required", name)
+        for core, name in (
+            ("eventTime", "eventTime"),
+            ("reportingComponent", "reportingController"),
+            ("reportingInstance", "reportingInstance"),
+            ("action", "action"),
+            ("reason", "reason"),
+        )
+        if not event.get(core)
+    ]
     if event.get("type") not in ("Normal", "Warning"):
         errors.append(FieldError("Invalid", "type", "has invalid value", event.get("type")))
     return errors
@@ -617,8 +712,14 @@ def _create_event(rt: ResourceType, event: Obj, ctx: Context) -> list[FieldError
 def _default_webhooks(mwc: Obj) -> list[FieldError]:
     errors = []
     for i, hook in enumerate(mwc.get("webhooks") or []):
-        for key, value in (("failurePolicy", "Fail"), ("matchPolicy", "Equivalent"), ("namespaceSelector", {}),
-                           ("objectSelector", {}), ("timeoutSeconds", 10), ("reinvocationPolicy", "Never")):
+        for key, value in (
+            ("failurePolicy", "Fail"),
+            ("matchPolicy", "Equivalent"),
+            ("namespaceSelector", {}),
+            ("objectSelector", {}),
+            ("timeoutSeconds", 10),
+            ("reinvocationPolicy", "Never"),
+        ):
             hook.setdefault(key, value)
         for rule in hook.get("rules") or []:
             rule.setdefault("scope", "*")
@@ -627,8 +728,14 @@ def _default_webhooks(mwc: Obj) -> list[FieldError]:
             service.setdefault("port", 443)
         name = str(hook.get("name", ""))
         if name.count(".") < 2 or not _SUBDOMAIN.match(name):
-            errors.append(FieldError("Invalid", f"webhooks[{i}].name", "should be a domain with at least three "
-                                     "segments separated by dots", name))
+            errors.append(
+                FieldError(
+                    "Invalid",
+                    f"webhooks[{i}].name",
+                    "should be a domain with at least three segments separated by dots",
+                    name,
+                )
+            )
         for required in ("sideEffects", "admissionReviewVersions"):
             if not hook.get(required):
                 errors.append(FieldError("Required", f"webhooks[{i}].{required}"))

@@ -90,13 +90,22 @@ class DeleteOptions:
             opts.orphan_dependents = orphan in (True, "true", "True", "1")
         if opts.propagation_policy not in (None, "Orphan", "Background", "Foreground"):
             raise invalid_delete_options(
-                FieldError("NotSupported", "propagationPolicy",
-                           'supported values: "Foreground", "Background", "Orphan", "nil"',
-                           opts.propagation_policy))
+                FieldError(
+                    "NotSupported",
+                    "propagationPolicy",
+                    'supported values: "Foreground", "Background", "Orphan", "nil"',
+                    opts.propagation_policy,
+                )
+            )
         if opts.propagation_policy is not None and opts.orphan_dependents is not None:
-            raise invalid_delete_options(FieldError("Invalid", "propagationPolicy", "orphanDependents and "
-                                                    "deletionPropagation cannot be both set",
-                                                    opts.propagation_policy))
+            raise invalid_delete_options(
+                FieldError(
+                    "Invalid",
+                    "propagationPolicy",
+                    "orphanDependents and deletionPropagation cannot be both set",
+                    opts.propagation_policy,
+                )
+            )
         opts.preconditions = body.get("preconditions") or {}
         dry = body.get("dryRun") or query.get("dryRun")
         opts.dry_run = bool(dry)
@@ -104,8 +113,12 @@ class DeleteOptions:
 
 
 def invalid_delete_options(error: FieldError) -> ApiError:
-    return ApiError(422, f'DeleteOptions.meta.k8s.io "" is invalid: {error.field}: {error.body()}', "Invalid",
-                    {"group": "meta.k8s.io", "kind": "DeleteOptions", "causes": [error.cause()]})
+    return ApiError(
+        422,
+        f'DeleteOptions.meta.k8s.io "" is invalid: {error.field}: {error.body()}',
+        "Invalid",
+        {"group": "meta.k8s.io", "kind": "DeleteOptions", "causes": [error.cause()]},
+    )
 
 
 @dataclass
@@ -179,17 +192,21 @@ class Api:
     def list_objects(self, rt: ResourceType, namespace: str | None, opts: ListOptions) -> ListResult:
         rv_text, match = opts.resource_version, opts.resource_version_match
         if match and not rv_text:
-            raise bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless "
-                              "resourceVersion is provided")
+            raise bad_request(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+            )
         if match not in ("", "Exact", "NotOlderThan"):
-            raise bad_request(f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", '
-                              '"NotOlderThan", ""')
+            raise bad_request(
+                f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", "NotOlderThan", ""'
+            )
         if opts.continue_token and (rv_text or match):
-            raise bad_request("resourceVersion: Forbidden: specifying resource version is not allowed when "
-                              "using continue")
+            raise bad_request(
+                "resourceVersion: Forbidden: specifying resource version is not allowed when using continue"
+            )
         if match == "Exact" and rv_text == "0":
-            raise bad_request('resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for '
-                              'resourceVersion "0"')
+            raise bad_request(
+                'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
+            )
         start: Key | None = None
         if opts.continue_token:
             at, start = self._decode_continue(opts.continue_token)
@@ -202,8 +219,9 @@ class Api:
                     raise too_large_rv(requested, self.store.rv)
                 if match == "Exact":
                     at = requested
-            items = self.store.snapshot(rt.storage_key, namespace, at,
-                                        "The resourceVersion for the provided list is too old.")
+            items = self.store.snapshot(
+                rt.storage_key, namespace, at, "The resourceVersion for the provided list is too old."
+            )
         if opts.label or opts.field:
             items = [s for s in items if opts.matches(s.obj)]
         if start is not None:
@@ -236,20 +254,26 @@ class Api:
     def _decode(self, rt: ResourceType, body: Any) -> Obj:
         """Check the body's type against the endpoint and return its stored form."""
         if not isinstance(body, dict):
-            raise bad_request(f"the body of the request was in an unknown format - accepted media types "
-                              f"include: application/json (decoding {type(body).__name__} as {rt.kind})")
+            raise bad_request(
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/json (decoding {type(body).__name__} as {rt.kind})"
+            )
         api_version, kind = body.get("apiVersion"), body.get("kind")
         if api_version not in (None, "", rt.api_version) or kind not in (None, "", rt.kind):
-            raise bad_request(f"the API version in the data ({api_version}) does not match the expected API "
-                              f"version ({rt.api_version})" if api_version not in (None, "", rt.api_version)
-                              else f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API "
+                f"version ({rt.api_version})"
+                if api_version not in (None, "", rt.api_version)
+                else f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
+            )
         obj = {"apiVersion": rt.api_version, "kind": rt.kind, **body}
         meta = obj.get("metadata")
         if meta is None:
             obj["metadata"] = {}
         elif not isinstance(meta, dict):
-            raise bad_request(f"{rt.kind} in version \"{rt.version}\" cannot be handled as a {rt.kind}: "
-                              "metadata must be an object")
+            raise bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: metadata must be an object'
+            )
         obj["metadata"] = dict(obj["metadata"])
         return conversion.to_storage(rt, obj)
 
@@ -259,8 +283,7 @@ class Api:
             return
         given = meta.get("namespace")
         if given and given != namespace:
-            raise bad_request("the namespace of the provided object does not match the namespace sent on the "
-                              "request")
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         meta["namespace"] = namespace
 
     def _check_namespace(self, rt: ResourceType, namespace: str, name: str) -> None:
@@ -271,8 +294,9 @@ class Api:
             raise not_found(ns_rt, namespace)
         if ns.obj["metadata"].get("deletionTimestamp"):
             why = f"unable to create new content in namespace {namespace} because it is being terminated"
-            raise forbidden(rt, name, why, [{"reason": "NamespaceTerminating", "message": why,
-                                             "field": "metadata.namespace"}])
+            raise forbidden(
+                rt, name, why, [{"reason": "NamespaceTerminating", "message": why, "field": "metadata.namespace"}]
+            )
 
     def _generate_name(self, rt: ResourceType, namespace: str, base: str) -> str:
         limit = 63 if rt.name_format != "subdomain" else 253
@@ -315,14 +339,16 @@ class Api:
             return conversion.to_view(rt, obj)
         return self.store.put(rt.storage_key, obj, None)
 
-    def update(self, rt: ResourceType, namespace: str, name: str, body: Any, *, subresource: str = "",
-               dry_run: bool = False) -> tuple[Result, bool]:
+    def update(
+        self, rt: ResourceType, namespace: str, name: str, body: Any, *, subresource: str = "", dry_run: bool = False
+    ) -> tuple[Result, bool]:
         """PUT; returns (result, created) since leases and events may be created by PUT."""
         obj = self._decode(rt, body)
         meta = obj["metadata"]
         if meta.get("name", "") != name:
-            raise bad_request(f"the name of the object ({meta.get('name', '')}) does not match the name on the "
-                              f"URL ({name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name', '')}) does not match the name on the URL ({name})"
+            )
         self._scope(rt, meta, namespace)
         cur = self.store.get(rt.storage_key, (namespace if rt.namespaced else "", name))
         if cur is None:
@@ -331,13 +357,25 @@ class Api:
             raise not_found(rt, name)
         return self.apply_update(rt, cur, obj, subresource=subresource, dry_run=dry_run), False
 
-    def patch(self, rt: ResourceType, namespace: str, name: str, content_type: str, raw: bytes, *,
-              subresource: str = "", dry_run: bool = False) -> Result:
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> Result:
         if content_type == "application/apply-patch+yaml":
             raise ApiError(415, "the emulator does not implement server-side apply (application/apply-patch+yaml)")
         if content_type not in PATCH_TYPES:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types "
-                                f"include: {', '.join(PATCH_TYPES)}, application/apply-patch+yaml")
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(PATCH_TYPES)}, application/apply-patch+yaml",
+            )
         cur = self.get(rt, namespace if rt.namespaced else "", name)
         try:
             doc = json.loads(raw)
@@ -358,14 +396,16 @@ class Api:
         if not isinstance(result, dict) or not isinstance(result.get("metadata"), dict):
             raise bad_request("the patched object is not a valid object")
         if result["metadata"].get("name") != name:
-            raise invalid(rt, name, [FieldError("Invalid", "metadata.name", "field is immutable",
-                                                result["metadata"].get("name"))])
+            raise invalid(
+                rt, name, [FieldError("Invalid", "metadata.name", "field is immutable", result["metadata"].get("name"))]
+            )
         obj = self._decode(rt, result)
         self._scope(rt, obj["metadata"], namespace)
         return self.apply_update(rt, cur, obj, subresource=subresource, dry_run=dry_run)
 
-    def apply_update(self, rt: ResourceType, cur: Stored, obj: Obj, *, subresource: str = "",
-                     dry_run: bool = False) -> Result:
+    def apply_update(
+        self, rt: ResourceType, cur: Stored, obj: Obj, *, subresource: str = "", dry_run: bool = False
+    ) -> Result:
         """Store ``obj`` as the next version of ``cur`` with update semantics.
 
         ``obj`` may share nested values with stored objects (e.g. ``{**stored.obj, ...}``): only its
@@ -378,12 +418,22 @@ class Api:
         if meta.get("resourceVersion") and meta["resourceVersion"] != old_meta["resourceVersion"]:
             raise conflict(rt, name, STALE)
         if meta.get("uid") and meta["uid"] != old_meta["uid"]:
-            raise conflict(rt, name, f"Precondition failed: UID in precondition: {old_meta['uid']}, UID in "
-                                     f"object meta: {meta['uid']}")
+            raise conflict(
+                rt,
+                name,
+                f"Precondition failed: UID in precondition: {old_meta['uid']}, UID in object meta: {meta['uid']}",
+            )
         new = self._merge_subresource(rt, old, obj, subresource)
         meta = new["metadata"]
-        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                    "name", "namespace"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "name",
+            "namespace",
+        ):
             if key in old_meta:
                 meta[key] = old_meta[key]
             else:
@@ -393,17 +443,30 @@ class Api:
         if old_meta.get("deletionTimestamp"):
             added = [f for f in meta.get("finalizers") or [] if f not in (old_meta.get("finalizers") or [])]
             if added:
-                raise invalid(rt, name, [FieldError("Forbidden", "metadata.finalizers", "no new finalizers can be "
-                                                    f"added if the object is being deleted, found new finalizers "
-                                                    f"{json.dumps(added)}")])
+                raise invalid(
+                    rt,
+                    name,
+                    [
+                        FieldError(
+                            "Forbidden",
+                            "metadata.finalizers",
+                            "no new finalizers can be "
+                            f"added if the object is being deleted, found new finalizers "
+                            f"{json.dumps(added)}",
+                        )
+                    ],
+                )
         # Subresources keep the stored spec, so only metadata can be invalid there.
         errors = strategies.metadata_errors(meta) if subresource else strategies.prepare_update(rt, new, old, self)
         if errors:
             raise invalid(rt, name, errors)
         if rt.tracks_generation and strategies.spec_of(new) != strategies.spec_of(old):
             meta["generation"] = int(old_meta.get("generation", 0)) + 1
-        if (old_meta.get("deletionTimestamp") and not meta.get("finalizers")
-                and old_meta.get("deletionGracePeriodSeconds") == 0):
+        if (
+            old_meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and old_meta.get("deletionGracePeriodSeconds") == 0
+        ):
             return conversion.to_view(rt, new) if dry_run else self.store.remove(rt.storage_key, cur)
         if {**new, "metadata": {**meta, "resourceVersion": old_meta["resourceVersion"]}} == old:
             return cur
@@ -445,12 +508,19 @@ class Api:
     def _check_preconditions(self, rt: ResourceType, meta: Obj, opts: DeleteOptions) -> None:
         want_uid = opts.preconditions.get("uid")
         if want_uid and want_uid != meta["uid"]:
-            raise conflict(rt, meta["name"], f"Precondition failed: UID in precondition: {want_uid}, UID in object "
-                                             f"meta: {meta['uid']}")
+            raise conflict(
+                rt,
+                meta["name"],
+                f"Precondition failed: UID in precondition: {want_uid}, UID in object meta: {meta['uid']}",
+            )
         want_rv = opts.preconditions.get("resourceVersion")
         if want_rv and want_rv != meta["resourceVersion"]:
-            raise conflict(rt, meta["name"], f"Precondition failed: ResourceVersion in precondition: {want_rv}, "
-                                             f"ResourceVersion in object meta: {meta['resourceVersion']}")
+            raise conflict(
+                rt,
+                meta["name"],
+                f"Precondition failed: ResourceVersion in precondition: {want_rv}, "
+                f"ResourceVersion in object meta: {meta['resourceVersion']}",
+            )
 
     def _delete(self, rt: ResourceType, cur: Stored, opts: DeleteOptions) -> tuple[Result, bool]:
         obj, meta = cur.obj, cur.obj["metadata"]
@@ -545,8 +615,11 @@ class Api:
             raise forbidden(rt, meta["name"], "this namespace may not be deleted")
         self._check_preconditions(rt, meta, opts)
         if not meta.get("deletionTimestamp"):
-            new = {**cur.obj, "metadata": {**meta, "deletionTimestamp": timestamp()},
-                   "status": {**cur.obj.get("status", {}), "phase": "Terminating"}}
+            new = {
+                **cur.obj,
+                "metadata": {**meta, "deletionTimestamp": timestamp()},
+                "status": {**cur.obj.get("status", {}), "phase": "Terminating"},
+            }
             finalizers = self._gc_finalizers(rt, list(meta.get("finalizers") or []), opts)
             if finalizers:
                 new["metadata"]["finalizers"] = finalizers
@@ -554,13 +627,18 @@ class Api:
                 return conversion.to_view(rt, new), False
             return self.store.put(rt.storage_key, new, cur), False
         if (cur.obj.get("spec") or {}).get("finalizers"):
-            raise conflict(rt, meta["name"], "The system is ensuring all content is removed from this namespace.  "
-                                             "Upon completion, this namespace will automatically be purged by the "
-                                             "system.")
+            raise conflict(
+                rt,
+                meta["name"],
+                "The system is ensuring all content is removed from this namespace.  "
+                "Upon completion, this namespace will automatically be purged by the "
+                "system.",
+            )
         return self._delete(rt, cur, opts)
 
-    def delete_collection(self, rt: ResourceType, namespace: str | None, opts: ListOptions,
-                          delete_opts: DeleteOptions) -> list[Result]:
+    def delete_collection(
+        self, rt: ResourceType, namespace: str | None, opts: ListOptions, delete_opts: DeleteOptions
+    ) -> list[Result]:
         out = []
         for listed in self.list_objects(rt, namespace, opts).items:
             current = self.store.get(rt.storage_key, listed.key)

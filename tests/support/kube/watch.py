@@ -100,8 +100,9 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
 
 
 async def _start(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                       "Cache-Control": "no-cache, private"})
+    response = web.StreamResponse(
+        status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
+    )
     await response.prepare(request)
     return response
 
@@ -114,18 +115,29 @@ async def error_stream(request: web.Request, error: ApiError) -> web.StreamRespo
     return response
 
 
-async def serve(request: web.Request, store: Store, view: ResourceType, namespace: str | None, *,
-                bookmark_interval: float, queue_limit: int) -> web.StreamResponse:
+async def serve(
+    request: web.Request,
+    store: Store,
+    view: ResourceType,
+    namespace: str | None,
+    *,
+    bookmark_interval: float,
+    queue_limit: int,
+) -> web.StreamResponse:
     """Serve ``?watch=true`` for ``view`` until timeout, client disconnect or emulator shutdown."""
     query = request.query
     opts = ListOptions.parse(view, query)
     bookmarks = _flag(query, "allowWatchBookmarks")
     initial_events = query.get("sendInitialEvents")
     rv_text = opts.resource_version
-    if initial_events is not None and initial_events.lower() == "true" and (
-            opts.resource_version_match != "NotOlderThan" or not bookmarks):
-        raise ApiError(422, "sendInitialEvents requires allowWatchBookmarks=true and "
-                            "resourceVersionMatch=NotOlderThan", "Invalid")
+    if (
+        initial_events is not None
+        and initial_events.lower() == "true"
+        and (opts.resource_version_match != "NotOlderThan" or not bookmarks)
+    ):
+        raise ApiError(
+            422, "sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan", "Invalid"
+        )
     if opts.resource_version_match and initial_events is None:
         raise bad_request("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
     try:
@@ -139,8 +151,9 @@ async def serve(request: web.Request, store: Store, view: ResourceType, namespac
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(store.reached(start_rv), _FUTURE_RV_WAIT)
         if store.rv < start_rv:
-            return await error_stream(request, ApiError(504, f"Too large resource version: {start_rv}, current: "
-                                                             f"{store.rv}", "Timeout"))
+            return await error_stream(
+                request, ApiError(504, f"Too large resource version: {start_rv}, current: {store.rv}", "Timeout")
+            )
 
     # From here to subscribe() nothing awaits, so no change can slip between replay and live events.
     watcher = Watcher(view, namespace, opts, queue_limit)
@@ -154,8 +167,9 @@ async def serve(request: web.Request, store: Store, view: ResourceType, namespac
     else:
         assert start_rv is not None
         try:
-            changes = store.changes_since(start_rv, view.storage_key,
-                                          f"too old resource version: {start_rv} ({store.compacted + 1})")
+            changes = store.changes_since(
+                start_rv, view.storage_key, f"too old resource version: {start_rv} ({store.compacted + 1})"
+            )
         except ApiError as exc:
             return await error_stream(request, exc)
         for change in changes:
@@ -175,15 +189,25 @@ async def serve(request: web.Request, store: Store, view: ResourceType, namespac
         watcher.closed = True
 
 
-async def _pump(response: web.StreamResponse, watcher: Watcher, store: Store, *, bookmarks: bool, interval: float,
-                deadline: float | None) -> None:
+async def _pump(
+    response: web.StreamResponse,
+    watcher: Watcher,
+    store: Store,
+    *,
+    bookmarks: bool,
+    interval: float,
+    deadline: float | None,
+) -> None:
     next_bookmark = time.monotonic() + interval if bookmarks else None
     # Like the watch cache: one bookmark 2 s before the deadline, if the watch lives that long.
     pre_timeout_bookmark = bookmarks and deadline is not None and deadline - 2 > time.monotonic()
     while True:
         now = time.monotonic()
-        wake = min(t for t in (next_bookmark, deadline - 2 if pre_timeout_bookmark and deadline else None,
-                               deadline, now + 3600) if t is not None)
+        wake = min(
+            t
+            for t in (next_bookmark, deadline - 2 if pre_timeout_bookmark and deadline else None, deadline, now + 3600)
+            if t is not None
+        )
         try:
             line = await asyncio.wait_for(watcher.queue.get(), max(wake - now, 0))
         except TimeoutError:
@@ -211,4 +235,3 @@ async def _pump(response: web.StreamResponse, watcher: Watcher, store: Store, *,
                 pre_timeout_bookmark = False
         if batch:
             await response.write(b"".join(batch))
-
