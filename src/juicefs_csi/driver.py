@@ -164,7 +164,7 @@ class Driver:
         )
         if not (config.leader_election or config.provisioner or work_config.cleanup_namespace is not None):
             return
-        work = LeaderWork(self._client(), files, work_config)
+        work = LeaderWork(self._client(), files, work_config, events_client=self._client())
         self.leader_work = work
         if config.leader_election:
             if not config.leader_election_namespace:

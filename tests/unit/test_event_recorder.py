@@ -9,7 +9,7 @@ import httpx2 as httpx
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event
 
-from juicefs_csi.kube.events import EVENT_MESSAGE_LIMIT, WARNING, EventRecorder, pod_reference
+from juicefs_csi.kube.events import EVENT_MESSAGE_LIMIT, WARNING, BackgroundRecorder, EventRecorder, pod_reference
 
 POD = pod_reference("shop", "web-0", "0d5c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
 
@@ -63,3 +63,22 @@ async def test_recording_never_raises_and_long_messages_are_cut() -> None:
     client = FakeClient()
     await recorder(client)(POD, WARNING, "X", "m" * 5000)
     assert len(client.created[0].message or "") == EVENT_MESSAGE_LIMIT
+
+
+async def test_background_recording_does_not_wait_and_flush_lands_everything() -> None:
+    client = FakeClient()
+    record = BackgroundRecorder(recorder(client))
+    for n in range(5):
+        await record(pod_reference("shop", f"web-{n}"), WARNING, "Failed", "boom")
+    assert client.created == [], "the caller returned before any round trip"
+    await record.flush()
+    assert sorted(e.involvedObject.name for e in client.created) == [f"web-{n}" for n in range(5)]
+
+
+async def test_background_recording_drops_events_beyond_its_limit_not_the_caller() -> None:
+    client = FakeClient()
+    record = BackgroundRecorder(recorder(client), limit=2)
+    for n in range(4):
+        await record(pod_reference("shop", f"web-{n}"), WARNING, "Failed", "boom")
+    await record.flush()
+    assert (len(client.created), record.dropped) == (2, 2)

@@ -17,8 +17,10 @@ from lightkube import AsyncClient
 from juicefs_csi import DRIVER_NAME
 from juicefs_csi.controller.cleaner import Cleaner
 from juicefs_csi.controller.cleanup import DEFAULT_GRACE_SECONDS
+from juicefs_csi.controller.provisioner import COMPONENT as PROVISIONER_COMPONENT
 from juicefs_csi.controller.provisioner import DEFAULT_WORKERS, STOP_GRACE_SECONDS, Files, Provisioner
 from juicefs_csi.kube.election import LeadershipLost
+from juicefs_csi.kube.events import BackgroundRecorder, EventRecorder
 
 log = logging.getLogger("juicefs_csi.controller")
 
@@ -42,10 +44,19 @@ class LeaderWorkConfig:
 class LeaderWork:
     """One term of leader work at a time: `run()` until cancelled or `stop()`."""
 
-    def __init__(self, client: AsyncClient, files: Files | None, config: LeaderWorkConfig) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        files: Files | None,
+        config: LeaderWorkConfig,
+        events_client: AsyncClient | None = None,
+    ) -> None:
         if config.provisioner and files is None:
             raise ValueError("the provisioner needs the controller's volume files")
         self.client = client
+        # Events go out in the background on a client (token bucket) of their own: they describe the
+        # provisioning, they must not halve its rate.
+        self.events_client = events_client or client
         self.files = files
         self.config = config
         # Set to `elector.check` under leader election: every irreversible step is fenced by it.
@@ -64,8 +75,9 @@ class LeaderWork:
         if self._stopping:
             return
         config = self.config
+        events = BackgroundRecorder(EventRecorder(self.events_client, PROVISIONER_COMPONENT))
         provisioner = (
-            Provisioner(self.client, self.files, config.driver_name, config.workers, fence=self.fence)
+            Provisioner(self.client, self.files, config.driver_name, config.workers, events, fence=self.fence)
             if config.provisioner and self.files is not None
             else None
         )
@@ -91,6 +103,7 @@ class LeaderWork:
             # Failing here instead would make the elector "release" a lease it may no longer hold.
             await asyncio.Event().wait()
         finally:
+            await events.flush()
             self.provisioner = self.cleaner = None
             log.info("controller work stopped", extra={"term": self.terms})
 

@@ -26,7 +26,7 @@ import collections
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -65,6 +65,7 @@ from juicefs_csi.kube.election import LeadershipLost
 from juicefs_csi.kube.events import NORMAL, WARNING, EventRecorder, Recorder
 from juicefs_csi.kube.informer import Event as Change
 from juicefs_csi.kube.informer import Informer
+from juicefs_csi.locks import KeyedLocks
 from juicefs_csi.volume.secrets import parse_credentials, redact
 
 log = logging.getLogger("juicefs_csi.provisioner")
@@ -228,25 +229,6 @@ class _Refused(Exception):
         self.message = message
 
 
-class _KeyedLocks:
-    def __init__(self) -> None:
-        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Any) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 class Provisioner:
     """Provision, delete and expand this driver's volumes from PVCs, StorageClasses and PVs.
 
@@ -284,7 +266,7 @@ class Provisioner:
         self.ready = asyncio.Event()
         self._created: dict[str, PersistentVolume] = {}
         self._deleted: set[str] = set()
-        self._directory_locks = _KeyedLocks()
+        self._directory_locks: KeyedLocks[tuple[str, ...]] = KeyedLocks()
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
         self._grace = STOP_GRACE_SECONDS

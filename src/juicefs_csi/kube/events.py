@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx2 as httpx
@@ -25,6 +25,8 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
+
+from juicefs_csi.locks import KeyedLocks
 
 log = logging.getLogger("juicefs_csi.events")
 
@@ -39,12 +41,6 @@ Recorder = Callable[[ObjectReference, str, str, str], Awaitable[None]]
 def pod_reference(namespace: str, name: str, uid: str = "") -> ObjectReference:
     """An app pod as an Event's involvedObject (the uid may be unknown: Events only refer to it)."""
     return ObjectReference(apiVersion="v1", kind="Pod", namespace=namespace, name=name, uid=uid or None)
-
-
-@dataclass
-class _KeyLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
 
 
 @dataclass
@@ -67,25 +63,19 @@ class EventRecorder:
         self.host = host or socket.gethostname()
         self.cache_size = cache_size
         self._seen: collections.OrderedDict[tuple[str, str, str, str], _Recorded] = collections.OrderedDict()
-        self._locks: dict[tuple[str, str, str, str], _KeyLock] = {}
+        self._locks: KeyedLocks[tuple[str, str, str, str]] = KeyedLocks()
 
     async def __call__(self, involved: ObjectReference, type_: str, reason: str, message: str) -> None:
         message = message[:EVENT_MESSAGE_LIMIT]
         namespace = involved.namespace or "default"  # cluster-scoped objects: client-go uses "default"
         key = (involved.uid or f"{involved.kind}/{namespace}/{involved.name}", type_, reason, message)
-        held = self._locks.setdefault(key, _KeyLock())
-        held.users += 1
         try:
-            async with held.lock:
+            async with self._locks.hold(key):
                 await self._record(
                     key, involved=involved, namespace=namespace, type_=type_, reason=reason, message=message
                 )
         except (ApiError, httpx.HTTPError, OSError) as exc:
             log.warning("cannot record event", extra={"reason": reason, "object": involved.name, "error": str(exc)})
-        finally:
-            held.users -= 1
-            if not held.users:
-                del self._locks[key]
 
     async def _record(
         self,
@@ -128,3 +118,36 @@ class EventRecorder:
         self._seen[key] = _Recorded(name, namespace, 1, time.monotonic())
         while len(self._seen) > self.cache_size:
             self._seen.popitem(last=False)
+
+
+class BackgroundRecorder:
+    """Records without making the caller wait, as client-go's broadcaster does: a burst of provisioning
+    must not queue its PV writes behind its own Events. At most `limit` Events are in flight; beyond
+    that they are dropped (and counted in the log), never the work they describe."""
+
+    def __init__(self, record: Recorder, limit: int = 1000) -> None:
+        self._record = record
+        self.limit = limit
+        self.dropped = 0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, involved: ObjectReference, type_: str, reason: str, message: str) -> None:
+        if len(self._pending) >= self.limit:
+            self.dropped += 1
+            log.warning("too many events in flight; dropped one", extra={"reason": reason, "dropped": self.dropped})
+            return
+        task = asyncio.create_task(self._send(involved, type_, reason, message), name=f"event-{reason}")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, involved: ObjectReference, type_: str, reason: str, message: str) -> None:
+        await self._record(involved, type_, reason, message)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Let the Events in flight land (on an orderly stop); whatever is left after `timeout` is cancelled."""
+        pending = set(self._pending)
+        if not pending:
+            return
+        _done, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()

@@ -40,12 +40,12 @@ from juicefs_csi.errors import (
 )
 from juicefs_csi.kube.events import WARNING, EventRecorder, Recorder, pod_reference
 from juicefs_csi.kube.node_pods import NodePods
+from juicefs_csi.locks import KeyedLocks
 from juicefs_csi.metrics import Metrics
 from juicefs_csi.mount import fusectl
 from juicefs_csi.mount import targets as target_ops
 from juicefs_csi.mount.base import PublishedTarget, PublishRequest
 from juicefs_csi.mount.health import PathState, probe
-from juicefs_csi.mount.locks import KeyedLocks
 from juicefs_csi.mount.mountinfo import MountEntry, by_mount_point, read_mounts
 from juicefs_csi.mountpod.config import GlobalConfig, select_patch
 from juicefs_csi.mountpod.names import (
@@ -123,10 +123,10 @@ class PodMounter:
         self.global_config = global_config
         self.metrics = metrics
         self.record: Recorder = recorder or EventRecorder(client, EVENT_COMPONENT, host=config.node)
-        self._target_locks = KeyedLocks()
-        self._hash_locks = KeyedLocks()
+        self._target_locks = KeyedLocks[str]()
+        self._hash_locks = KeyedLocks[str]()
         self._publishing: set[str] = set()
-        self._pod_locks = KeyedLocks()
+        self._pod_locks = KeyedLocks[str]()
         self._requeue: dict[str, datetime] = {}
         self._fusectl: str | None = None
 

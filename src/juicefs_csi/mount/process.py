@@ -27,12 +27,12 @@ from typing import Any
 from juicefs_csi.errors import AlreadyExists, DriverError, FailedPrecondition, Internal, Unavailable
 from juicefs_csi.juicefs.commands import mount_command
 from juicefs_csi.juicefs.runner import NOT_FORMATTED, JuiceFS, base_environment
+from juicefs_csi.locks import KeyedLocks
 from juicefs_csi.metrics import Metrics
 from juicefs_csi.mount import fusectl
 from juicefs_csi.mount import targets as target_ops
 from juicefs_csi.mount.base import PublishedTarget, PublishRequest
 from juicefs_csi.mount.health import PathState, probe
-from juicefs_csi.mount.locks import KeyedLocks
 from juicefs_csi.mount.mountinfo import mounts_at, read_mounts
 from juicefs_csi.mount.state import ClientRecord, PublishInputs, StateStore, TargetRecord, fingerprint
 from juicefs_csi.volume.secrets import redact
@@ -89,8 +89,8 @@ class ProcessMounter:
         self.state = StateStore(config.state_dir)
         self.clients: dict[str, Client] = {}
         self.target_index: dict[str, str] = {}
-        self._creation_locks = KeyedLocks()
-        self._target_locks = KeyedLocks()
+        self._creation_locks = KeyedLocks[str]()
+        self._target_locks = KeyedLocks[str]()
         self._health_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._fusectl: str | None = None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -14,7 +17,7 @@ class _KeyedLock:
     users: int = 0
 
 
-class KeyedLocks:
+class KeyedLocks(Generic[K]):
     """One asyncio lock per key, kept only while someone holds or awaits it.
 
     Dropping a lock that has waiters would let the next caller create a second lock
@@ -22,10 +25,10 @@ class KeyedLocks:
     """
 
     def __init__(self) -> None:
-        self._locks: dict[str, _KeyedLock] = {}
+        self._locks: dict[K, _KeyedLock] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: K) -> AsyncIterator[None]:
         entry = self._locks.setdefault(key, _KeyedLock())
         entry.users += 1
         try:
