@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.driver import DriverProcess, cleanup, running_driver
+from tests.support.driver import DriverProcess, cleanup, running_driver, sqlite_volume
 
 pytest_plugins = ["tests.support.backends"]
 
@@ -34,9 +34,4 @@ def driver(workdir: Path) -> Iterator[DriverProcess]:
 @pytest.fixture
 def sqlite_secret(workdir: Path) -> dict[str, str]:
     """A volume on SQLite metadata and local object storage, formatted by the driver on first use."""
-    return {
-        "name": "testvol",
-        "metaurl": f"sqlite3://{workdir / 'meta.db'}",
-        "storage": "file",
-        "bucket": f"{workdir / 'bucket'}/",
-    }
+    return sqlite_volume(workdir, "testvol")

@@ -7,16 +7,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from juicefs_csi.csi.proto import csi_pb2
 from tests.support.driver import (
     DriverProcess,
     capability,
     driver_processes_idle,
     expect_rpc_error,
     mounts_at_path,
-    slow_failure,
-    start_slow_failures,
 )
+from tests.support.slow_failures import slow_failure, start_slow_failures
 
 Code = grpc.StatusCode
 
@@ -116,8 +114,9 @@ def test_sub_path_escaping_the_volume_is_invalid(
 
 
 def test_stats_of_unknown_volume_is_not_found(driver: DriverProcess, workdir: Path) -> None:
-    request = csi_pb2.NodeGetVolumeStatsRequest(volume_id="pv-ghost", volume_path=str(workdir / "pods/ghost/mount"))
-    message = expect_rpc_error(Code.NOT_FOUND, driver.node.NodeGetVolumeStats, request, timeout=10)
+    message = expect_rpc_error(
+        Code.NOT_FOUND, driver.volume_stats, "pv-ghost", workdir / "pods/ghost/mount", timeout=10
+    )
     assert "pv-ghost" in message
 
 

@@ -8,35 +8,21 @@ calls asked for whatever order they ran in.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
 
 from juicefs_csi.mount.mountinfo import read_mounts
 from tests.support.driver import DriverProcess, mounts_under
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.mounts
 
-T = TypeVar("T")
 VOLUME = "pv-conc"
 CONTEXT = {"subPath": "data"}
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy, or fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"within {timeout}s: {what} (last: {result!r})")
-        time.sleep(interval)
 
 
 def run_all(calls: Iterable[Callable[[], object]], workers: int = 50) -> list[BaseException | None]:

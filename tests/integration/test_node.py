@@ -19,17 +19,12 @@ from tests.support.driver import (
     driver_processes_idle,
     expect_rpc_error,
     mounts_at_path,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 Code = grpc.StatusCode
 NodeRPC = csi_pb2.NodeServiceCapability.RPC
 Usage = csi_pb2.VolumeUsage
-
-
-def stats(driver: DriverProcess, volume_id: str, path: Path) -> csi_pb2.NodeGetVolumeStatsResponse:
-    request = csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=str(path))
-    return driver.node.NodeGetVolumeStats(request, timeout=30)
 
 
 def usage(response: csi_pb2.NodeGetVolumeStatsResponse, unit: int) -> csi_pb2.VolumeUsage:
@@ -174,7 +169,7 @@ def test_unpublish_twice_is_ok(driver: DriverProcess, sqlite_secret: dict[str, s
     driver.unpublish("pv-twice", target)
     assert not target.exists()
     assert mounts_at_path(target) == 0
-    wait_until(lambda: driver_processes_idle(driver, workdir), 20, "the last client to stop")
+    wait_until(lambda: driver_processes_idle(driver, workdir), 20, "the last client stopped")
 
 
 def test_unpublish_rejects_missing_arguments(driver: DriverProcess, workdir: Path, subtests: pytest.Subtests) -> None:
@@ -213,9 +208,9 @@ def test_node_info(driver: DriverProcess) -> None:
 
 def test_stats_of_an_unpublished_path_is_not_found(driver: DriverProcess, workdir: Path) -> None:
     (workdir / "plain").mkdir()
-    message = expect_rpc_error(Code.NOT_FOUND, stats, driver, "pv-nothing", workdir / "plain")
+    message = expect_rpc_error(Code.NOT_FOUND, driver.volume_stats, "pv-nothing", workdir / "plain")
     assert "pv-nothing" in message
-    expect_rpc_error(Code.NOT_FOUND, stats, driver, "pv-nothing", workdir / "missing")
+    expect_rpc_error(Code.NOT_FOUND, driver.volume_stats, "pv-nothing", workdir / "missing")
 
 
 @pytest.mark.mounts
@@ -224,9 +219,9 @@ def test_stats_report_usage_that_grows_with_written_data(
 ) -> None:
     target = workdir / "pods/stats/mount"
     driver.publish("pv-stats", target, sqlite_secret, {"subPath": "stats"})
-    expect_rpc_error(Code.NOT_FOUND, stats, driver, "pv-other", target)  # published, but not this volume
+    expect_rpc_error(Code.NOT_FOUND, driver.volume_stats, "pv-other", target)  # published, but not this volume
 
-    before = stats(driver, "pv-stats", target)
+    before = driver.volume_stats("pv-stats", target)
     assert before.volume_condition.abnormal is False
     for unit in (Usage.BYTES, Usage.INODES):
         u = usage(before, unit)
@@ -242,10 +237,10 @@ def test_stats_report_usage_that_grows_with_written_data(
     inodes_before = usage(before, Usage.INODES).used
 
     def grown() -> bool:  # JuiceFS flushes its usage counters asynchronously
-        now = stats(driver, "pv-stats", target)
+        now = driver.volume_stats("pv-stats", target)
         return usage(now, Usage.BYTES).used >= used_before + size and usage(now, Usage.INODES).used > inodes_before
 
-    wait_until(grown, 30, "used bytes and inodes to include the written file", interval=0.2)
+    wait_until(grown, 30, "used bytes and inodes include the written file", interval=0.2)
 
 
 @pytest.mark.mounts
@@ -256,14 +251,14 @@ def test_stats_condition_when_the_client_is_killed(
     target = workdir / "pods/killed/mount"
     driver.publish("pv-kill", target, sqlite_secret, {"subPath": "kill"})
     (target / "kept").write_text("survives")
-    healthy_total = usage(stats(driver, "pv-kill", target), Usage.BYTES).total
+    healthy_total = usage(driver.volume_stats("pv-kill", target), Usage.BYTES).total
     [pid] = driver.client_pids()
 
     os.killpg(pid, signal.SIGKILL)
     answers: list[csi_pb2.NodeGetVolumeStatsResponse] = []
     deadline = time.monotonic() + 20
     while True:
-        response = stats(driver, "pv-kill", target)  # any status but OK raises and fails the test
+        response = driver.volume_stats("pv-kill", target)  # any status but OK raises and fails the test
         answers.append(response)
         if not response.volume_condition.abnormal:
             # "Normal" must be the truth: the target is served by JuiceFS again, not the bare host directory.

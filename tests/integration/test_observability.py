@@ -9,15 +9,15 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from juicefs_csi.csi.proto import csi_pb2
 from tests.support.driver import (
     DriverProcess,
+    counter_value,
     driver_metrics,
     expect_rpc_error,
     http_get,
     metric_samples,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 Code = grpc.StatusCode
 FAMILIES = (
@@ -27,12 +27,6 @@ FAMILIES = (
     "juicefs_csi_rpc_duration_seconds",
     "juicefs_mount_client_info",
 )
-
-
-def counter(text: str, name: str) -> float:
-    """A counter's value however the client library suffixes it (`name` or `name_total`)."""
-    samples = metric_samples(text, name) or metric_samples(text, f"{name}_total")
-    return sum(value for _, value in samples)
 
 
 def fail_publish(driver: DriverProcess, workdir: Path, secrets: dict[str, str]) -> None:
@@ -58,7 +52,7 @@ def test_failed_publish_is_counted_with_its_code(
     fail_publish(driver, workdir, sqlite_secret)
     fail_publish(driver, workdir, sqlite_secret)
     after = driver_metrics(driver)
-    assert counter(after, "juicefs_volume_errors") == counter(before, "juicefs_volume_errors") + 2
+    assert counter_value(after, "juicefs_volume_errors") == counter_value(before, "juicefs_volume_errors") + 2
     buckets = metric_samples(after, "juicefs_csi_rpc_duration_seconds_bucket")
     failed = [
         value
@@ -84,11 +78,11 @@ def test_failed_unpublish_is_counted(driver: DriverProcess, workdir: Path) -> No
     target = workdir / "pods/stuck/mount"
     target.mkdir(parents=True)
     (target / "someone-elses-file").write_text("not ours to delete")
-    before = counter(driver_metrics(driver), "juicefs_volume_del_errors")
+    before = counter_value(driver_metrics(driver), "juicefs_volume_del_errors")
     with pytest.raises(grpc.RpcError):
         driver.unpublish("pv-stuck", target)
     assert (target / "someone-elses-file").exists()
-    assert counter(driver_metrics(driver), "juicefs_volume_del_errors") == before + 1
+    assert counter_value(driver_metrics(driver), "juicefs_volume_del_errors") == before + 1
 
 
 @pytest.mark.mounts
@@ -97,9 +91,7 @@ def test_path_health_follows_stats_and_unpublish(
 ) -> None:
     target = workdir / "pods/health/mount"
     driver.publish("pv-health", target, sqlite_secret, {"subPath": "health"})
-    stats = driver.node.NodeGetVolumeStats(
-        csi_pb2.NodeGetVolumeStatsRequest(volume_id="pv-health", volume_path=str(target)), timeout=30
-    )
+    stats = driver.volume_stats("pv-health", target)
     assert not stats.volume_condition.abnormal
     health = metric_samples(driver_metrics(driver), "juicefs_volume_path_health")
     assert [
@@ -136,7 +128,7 @@ def test_client_info_names_a_port_serving_the_clients_own_metrics(
         samples = metric_samples(driver_metrics(driver), "juicefs_mount_client_info")
         return not [labels for labels, _ in samples if labels.get("volume_id") == "pv-client"]
 
-    wait_until(gone, 20, "the stopped client's info series to go")
+    wait_until(gone, 20, "the stopped client's info series is gone")
 
 
 @pytest.mark.mounts

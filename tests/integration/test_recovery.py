@@ -14,21 +14,21 @@ import os
 import signal
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
 
 from juicefs_csi.mount import syscalls
 from juicefs_csi.mount.mountinfo import read_mounts
-from tests.support.driver import DriverProcess, juicefs_processes
+from tests.support.driver import DriverProcess, juicefs_pids_under, mounts_under, recoveries
+from tests.support.observe import group_members, serves
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.mounts
 
-T = TypeVar("T")
 VOLUME = "pv-rec"
 CONTEXT = {"subPath": "data"}
 RECOVERY_DEADLINE = 10.0
@@ -36,63 +36,8 @@ SYS_PIDFD_GETFD = 438
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy, or fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"within {timeout}s: {what} (last: {result!r})")
-        time.sleep(interval)
-
-
-def recoveries(driver: DriverProcess) -> float:
-    """`juicefs_mount_recoveries` summed over volumes, from the driver's own /metrics."""
-    url = f"http://127.0.0.1:{driver.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("juicefs_mount_recoveries_total{")
-    )
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group.
-
-    From `status`: reading `stat` of a process stuck in execve blocks, and so would this test.
-    """
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, KeyError, ValueError):
-            fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
-            if fields["State"].split()[0] != "Z" and int(fields["NSpgid"].split()[0]) == pgid:
-                members.append(int(entry.name))
-    return members
-
-
-def serves(target: Path, files: dict[str, str]) -> bool:
-    """The target lists, still holds `files`, and takes a new write."""
-    try:
-        os.listdir(target)
-        if any((target / name).read_text() != content for name, content in files.items()):
-            return False
-        probe = target / f"probe-{time.monotonic_ns()}"
-        probe.write_text("p")
-        ok = probe.read_text() == "p"
-        probe.unlink()
-        return ok
-    except OSError:
-        return False
-
-
 def client_mountpoint(driver: DriverProcess) -> str:
-    points = [m.mount_point for m in read_mounts() if m.mount_point.startswith(str(driver.mount_root))]
+    points = mounts_under(driver.mount_root)
     assert len(points) == 1, points
     return points[0]
 
@@ -182,7 +127,7 @@ def assert_recovered(
     new_pid = new_client(driver, old_pid, deadline)
     for target in targets:
         left = max(deadline - (time.monotonic() - started), 0.0)
-        wait_until(lambda t=target: serves(t, files), left, f"{target} serves")
+        wait_until(partial(serves, target, files), left, f"{target} serves")
     assert time.monotonic() - started < deadline
     wait_until(lambda: recoveries(driver) > recoveries_before, 5, "juicefs_mount_recoveries increased")
     assert group_members(old_pid) == [], "a process of the old client is still running"
@@ -248,7 +193,7 @@ def test_killed_fuse_worker_is_restarted_by_juicefs(
     os.kill(worker, signal.SIGKILL)
 
     for target in targets:  # a wedged juicefs takes the driver's health check (~7 s) and a recovery
-        wait_until(lambda t=target: serves(t, files), 2.5 * RECOVERY_DEADLINE, f"{target} serves")
+        wait_until(partial(serves, target, files), 2.5 * RECOVERY_DEADLINE, f"{target} serves")
     if recoveries(driver) > before:
         assert "juicefs runs no FUSE server" in driver.log_text(), "the driver replaced a client that was restarting"
         assert rebound(driver, targets, leader)
@@ -296,7 +241,7 @@ def test_killed_supervisor_is_replaced_without_orphans(
     os.kill(leader, signal.SIGKILL)
 
     assert_recovered(driver, targets, files, leader, before)
-    mounts = [pid for pid, argv in juicefs_processes() if any(str(driver.mount_root) in a for a in argv)]
+    mounts = juicefs_pids_under(driver.mount_root)
     new_leader = only_client(driver)
     assert sorted(mounts) == sorted(group_members(new_leader)), "a juicefs process outside the new client's group"
 

@@ -13,81 +13,28 @@ import os
 import signal
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from juicefs_csi.csi.proto import csi_pb2
 from juicefs_csi.mount import syscalls
-from tests.support.driver import DriverProcess, capability, juicefs_processes, mounts_under
+from tests.support.driver import (
+    DriverProcess,
+    capability,
+    juicefs_processes,
+    mounts_under,
+    recoveries,
+    sqlite_volume,
+)
+from tests.support.observe import group_members, serves
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.mounts
 
-T = TypeVar("T")
 DEADLINE = 10.0
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy, or fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"within {timeout}s: {what} (last: {result!r})")
-        time.sleep(interval)
-
-
-def secret(workdir: Path, name: str) -> dict[str, str]:
-    return {
-        "name": name,
-        "metaurl": f"sqlite3://{workdir / f'{name}.db'}",
-        "storage": "file",
-        "bucket": f"{workdir / 'bucket'}/",
-    }
-
-
-def serves(target: Path, files: dict[str, str]) -> bool:
-    try:
-        if any((target / name).read_text() != content for name, content in files.items()):
-            return False
-        probe = target / f"probe-{threading.get_ident()}-{time.monotonic_ns()}"
-        probe.write_text("p")
-        ok = probe.read_text() == "p"
-        probe.unlink()
-        return ok
-    except OSError:
-        return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group.
-
-    From `status`: reading `stat` of a process stuck in execve blocks, and so would this test.
-    """
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, KeyError, ValueError):
-            fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
-            if fields["State"].split()[0] != "Z" and int(fields["NSpgid"].split()[0]) == pgid:
-                members.append(int(entry.name))
-    return members
-
-
-def recoveries(driver: DriverProcess) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{driver.metrics_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("juicefs_mount_recoveries_total{")
-    )
 
 
 class Prober:
@@ -121,7 +68,7 @@ class Prober:
 @pytest.fixture
 def two_volumes(driver: DriverProcess, workdir: Path) -> dict[Path, tuple[str, dict[str, str]]]:
     """Volume one at targets a and b, volume two at c; a file in each volume."""
-    one, two = secret(workdir, "vol-one"), secret(workdir, "vol-two")
+    one, two = sqlite_volume(workdir, "vol-one"), sqlite_volume(workdir, "vol-two")
     layout = {
         workdir / "pods/a/mount": ("pv-one", one),
         workdir / "pods/b/mount": ("pv-one", one),
@@ -152,11 +99,6 @@ def client_of(driver: DriverProcess, volume: str) -> int:
     return pid
 
 
-def volume_stats(driver: DriverProcess, volume: str, target: Path) -> csi_pb2.NodeGetVolumeStatsResponse:
-    request = csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume, volume_path=str(target))
-    return driver.node.NodeGetVolumeStats(request, timeout=10)
-
-
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_mounts_survive_driver_restart(
     driver: DriverProcess, two_volumes: dict[Path, tuple[str, dict[str, str]]], workdir: Path, kill: bool
@@ -176,7 +118,7 @@ def test_mounts_survive_driver_restart(
     assert recoveries(driver) == 0
     assert all(serves(target, f) for target, f in files.items())
 
-    stats = volume_stats(driver, "pv-one", workdir / "pods/a/mount")
+    stats = driver.volume_stats("pv-one", workdir / "pods/a/mount", timeout=10)
     assert not stats.volume_condition.abnormal, stats.volume_condition.message
     assert {u.unit for u in stats.usage} == {csi_pb2.VolumeUsage.BYTES, csi_pb2.VolumeUsage.INODES}
     assert all(u.total > 0 for u in stats.usage)
@@ -206,11 +148,11 @@ def test_client_killed_while_driver_is_down_is_repaired_on_start(
     driver.start()
 
     for target, target_files in files.items():
-        wait_until(lambda t=target, f=target_files: serves(t, f), DEADLINE, f"{target} serves again")
+        wait_until(partial(serves, target, target_files), DEADLINE, f"{target} serves again")
     current = driver.client_pids()
     assert len(current) == 2 and survivor in current and victim not in current
     assert recoveries(driver) == 1
-    stats = volume_stats(driver, "pv-one", a)
+    stats = driver.volume_stats("pv-one", a, timeout=10)
     assert not stats.volume_condition.abnormal, stats.volume_condition.message
 
     for target, (volume, _) in two_volumes.items():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets as random
 import stat
 from pathlib import Path
 from urllib.parse import quote
@@ -14,13 +12,11 @@ import grpc
 import pytest
 
 from juicefs_csi.csi.proto import csi_pb2
-from tests.support.driver import GIB, DriverProcess, capability, expect_rpc_error, slow_failure, start_slow_failures
+from tests.support.driver import GIB, DriverProcess, capability, expect_rpc_error
+from tests.support.observe import all_cmdlines
+from tests.support.slow_failures import distinctive, slow_failure, start_slow_failures
 
 Code = grpc.StatusCode
-
-
-def distinctive(prefix: str) -> str:
-    return f"{prefix}{random.token_hex(12)}"
 
 
 @pytest.fixture
@@ -46,32 +42,26 @@ def loaded_secret(sqlite_secret: dict[str, str], secret_values: dict[str, str]) 
     }
 
 
-def all_cmdlines() -> dict[int, str]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return found
-
-
 def leaks(text: str, values: dict[str, str]) -> list[str]:
     return [name for name, value in values.items() if value in text]
+
+
+def create_gib_volume(driver: DriverProcess, name: str, secrets: dict[str, str]) -> csi_pb2.Volume:
+    request = csi_pb2.CreateVolumeRequest(
+        name=name,
+        capacity_range=csi_pb2.CapacityRange(required_bytes=GIB),
+        volume_capabilities=[capability()],
+        secrets=secrets,
+    )
+    volume: csi_pb2.Volume = driver.controller.CreateVolume(request, timeout=60).volume
+    return volume
 
 
 @pytest.mark.mounts
 def test_no_secret_in_any_argv_or_the_driver_log_while_mounted(
     driver: DriverProcess, loaded_secret: dict[str, str], secret_values: dict[str, str], workdir: Path
 ) -> None:
-    volume = driver.controller.CreateVolume(
-        csi_pb2.CreateVolumeRequest(
-            name="pvc-hygiene",
-            capacity_range=csi_pb2.CapacityRange(required_bytes=GIB),
-            volume_capabilities=[capability()],
-            secrets=loaded_secret,
-        ),
-        timeout=60,
-    ).volume
+    volume = create_gib_volume(driver, "pvc-hygiene", loaded_secret)
     a, b = workdir / "pods/a/mount", workdir / "pods/b/mount"
     driver.publish(volume.volume_id, a, loaded_secret, dict(volume.volume_context))
     driver.publish(volume.volume_id, b, loaded_secret, dict(volume.volume_context), readonly=True)
@@ -167,15 +157,7 @@ def test_state_holding_secrets_is_private(
 
 @pytest.mark.mounts
 def test_all_driver_state_is_private(driver: DriverProcess, sqlite_secret: dict[str, str], workdir: Path) -> None:
-    driver.controller.CreateVolume(
-        csi_pb2.CreateVolumeRequest(
-            name="pvc-state",
-            capacity_range=csi_pb2.CapacityRange(required_bytes=GIB),
-            volume_capabilities=[capability()],
-            secrets=sqlite_secret,
-        ),
-        timeout=60,
-    )
+    create_gib_volume(driver, "pvc-state", sqlite_secret)
     driver.publish("pv-state", workdir / "pods/s/mount", sqlite_secret, {"subPath": "pvc-state"})
     wrong = []
     for path in [driver.state_dir, *driver.state_dir.rglob("*")]:

@@ -13,15 +13,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from juicefs_csi.csi.proto import csi_pb2, csi_pb2_grpc
-from juicefs_csi.mount import syscalls
-from juicefs_csi.mount.mountinfo import read_mounts
+from juicefs_csi.mount import fusectl, syscalls
+from juicefs_csi.mount.mountinfo import MountEntry, read_mounts
+from tests.support.observe import process_group
 
 AccessMode = csi_pb2.VolumeCapability.AccessMode
 GIB = 1 << 30
@@ -32,6 +36,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- what the requests carry ------------------------------------------------------------------------------
 
 
 def capability(
@@ -45,6 +52,19 @@ def capability(
         mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=list(mount_flags)),
         access_mode=AccessMode(mode=mode),
     )
+
+
+def sqlite_volume(workdir: Path, name: str) -> dict[str, str]:
+    """The Secret of a volume on SQLite metadata and local object storage, formatted by the driver on first use."""
+    return {
+        "name": name,
+        "metaurl": f"sqlite3://{workdir / f'{name}.db'}",
+        "storage": "file",
+        "bucket": f"{workdir / 'bucket'}/",
+    }
+
+
+# -- the driver process -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -152,11 +172,7 @@ class DriverProcess:
 
     def client_pids(self) -> list[int]:
         """The juicefs clients this driver started: one supervisor process each (not their FUSE workers)."""
-        return [
-            pid
-            for pid, argv in juicefs_processes()
-            if any(str(self.mount_root) in a for a in argv) and not is_supervised_worker(pid)
-        ]
+        return [pid for pid in juicefs_pids_under(self.mount_root) if not is_supervised_worker(pid)]
 
     def publish(  # noqa: PLR0917 - existing signature, kept as is
         self,
@@ -168,7 +184,7 @@ class DriverProcess:
         cap: csi_pb2.VolumeCapability | None = None,
         timeout: float = 60,
     ) -> csi_pb2.NodePublishVolumeResponse:
-        return self.node.NodePublishVolume(
+        response: csi_pb2.NodePublishVolumeResponse = self.node.NodePublishVolume(
             csi_pb2.NodePublishVolumeRequest(
                 volume_id=volume_id,
                 target_path=str(target),
@@ -179,11 +195,32 @@ class DriverProcess:
             ),
             timeout=timeout,
         )
+        return response
 
     def unpublish(self, volume_id: str, target: Path | str, timeout: float = 60) -> None:
         self.node.NodeUnpublishVolume(
             csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=str(target)), timeout=timeout
         )
+
+    def volume_stats(self, volume_id: str, path: Path | str, timeout: float = 30) -> csi_pb2.NodeGetVolumeStatsResponse:
+        response: csi_pb2.NodeGetVolumeStatsResponse = self.node.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=str(path)), timeout=timeout
+        )
+        return response
+
+
+@contextlib.contextmanager
+def running_driver(workdir: Path, **kwargs: Any) -> Iterator[DriverProcess]:
+    """A started driver (`kwargs` as for `DriverProcess`), stopped and cleaned up after."""
+    driver = DriverProcess(workdir, **kwargs)
+    try:
+        yield driver.start()
+    finally:
+        driver.stop()
+        cleanup(workdir)
+
+
+# -- juicefs clients and mounts on the node ---------------------------------------------------------------
 
 
 def juicefs_processes() -> list[tuple[int, list[str]]]:
@@ -200,67 +237,25 @@ def juicefs_processes() -> list[tuple[int, list[str]]]:
     return found
 
 
+def juicefs_pids_under(path: Path | str) -> list[int]:
+    """Every `juicefs mount` process (supervisors and FUSE workers) with `path` in its command line."""
+    return [pid for pid, argv in juicefs_processes() if any(str(path) in arg for arg in argv)]
+
+
 def is_supervised_worker(pid: int) -> bool:
     """The driver starts each client as a session leader; juicefs' FUSE worker is its child in that group."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return int(fields[2]) != pid
+    pgid = process_group(pid)
+    return pgid is not None and pgid != pid
 
 
-def mounts_under(path: Path) -> list[str]:
+def _mounts_under(path: Path | str) -> list[MountEntry]:
     prefix = str(path)
-    return [m.mount_point for m in read_mounts() if m.mount_point.startswith(prefix)]
+    return [m for m in read_mounts() if m.mount_point == prefix or m.mount_point.startswith(f"{prefix}/")]
 
 
-def cleanup(path: Path) -> None:
-    """Leave nothing mounted or running under `path`, whatever state a test ended in."""
-    for pid, argv in juicefs_processes():
-        if any(str(path) in arg for arg in argv):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    for mount_point in sorted(mounts_under(path), key=len, reverse=True):
-        with contextlib.suppress(OSError):
-            syscalls.unmount(mount_point, lazy=True)
-
-
-@contextlib.contextmanager
-def running_driver(workdir: Path, **kwargs: object) -> Iterator[DriverProcess]:
-    driver = DriverProcess(workdir, **kwargs)  # type: ignore[arg-type]
-    try:
-        yield driver.start()
-    finally:
-        driver.stop()
-        cleanup(workdir)
-
-
-# -- helpers for the CSI behaviour tests (appended) -----------------------------------------------
-
-
-def expect_rpc_error(code: grpc.StatusCode, call: object, *args: object, **kwargs: object) -> str:
-    """Call a stub method, assert it fails with exactly `code`, and return the error details."""
-    try:
-        call(*args, **kwargs)  # type: ignore[operator]
-    except grpc.RpcError as exc:
-        got = exc.code()  # type: ignore[attr-defined]
-        details = exc.details() or ""  # type: ignore[attr-defined]
-        assert got == code, f"expected {code.name}, got {got.name}: {details}"
-        return str(details)
-    raise AssertionError(f"expected {code.name}, but the call succeeded")
-
-
-def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll `predicate()` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        last = predicate()  # type: ignore[operator]
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
+def mounts_under(path: Path | str) -> list[str]:
+    """The mount points at or below `path`."""
+    return [m.mount_point for m in _mounts_under(path)]
 
 
 def mounts_at_path(path: Path | str) -> int:
@@ -268,9 +263,46 @@ def mounts_at_path(path: Path | str) -> int:
     return sum(1 for m in read_mounts() if m.mount_point == str(path))
 
 
-def http_get(url: str, timeout: float = 10.0) -> str:
-    import urllib.request  # noqa: PLC0415 - appended helper, keeps the module's imports untouched
+def driver_processes_idle(driver: DriverProcess, workdir: Path) -> bool:
+    """Nothing mounted under `workdir` and no juicefs client of this driver running."""
+    return not mounts_under(workdir) and not juicefs_pids_under(driver.mount_root)
 
+
+def cleanup(path: Path) -> None:
+    """Leave nothing mounted or running under `path`, whatever state a test ended in.
+
+    The FUSE connections go first: a juicefs 1.4.2 client SIGKILLed while a request to its own
+    mount is in flight can wedge, and every later access to that mount then blocks for good.
+    Aborted, every pending and future request fails instead; then the clients are killed and
+    the mounts lazily unmounted.
+    """
+    connections = {fusectl.connection_of(m.device) for m in _mounts_under(path) if m.fs_type.split(".")[0] == "fuse"}
+    if connections:
+        fusectl.abort_connections(fusectl.fusectl_root(), connections)
+    for pid in juicefs_pids_under(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for mount_point in sorted(mounts_under(path), key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            syscalls.unmount(mount_point, lazy=True)
+
+
+# -- calls and metrics ------------------------------------------------------------------------------------
+
+
+def expect_rpc_error(code: grpc.StatusCode, call: Callable[..., object], *args: object, **kwargs: object) -> str:
+    """Call a stub method, assert it fails with exactly `code`, and return the error details."""
+    try:
+        call(*args, **kwargs)
+    except grpc.RpcError as exc:
+        got = exc.code()
+        details = exc.details() or ""
+        assert got == code, f"expected {code.name}, got {got.name}: {details}"
+        return str(details)
+    raise AssertionError(f"expected {code.name}, but the call succeeded")
+
+
+def http_get(url: str, timeout: float = 10.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return str(response.read().decode())
 
@@ -281,8 +313,6 @@ def driver_metrics(driver: DriverProcess) -> str:
 
 def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     """(labels, value) of every sample called exactly `name` in Prometheus text exposition."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
     return [
         (dict(sample.labels), float(sample.value))
         for family in text_string_to_metric_families(text)
@@ -291,124 +321,12 @@ def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
-def driver_processes_idle(driver: DriverProcess, workdir: Path) -> bool:
-    """Nothing mounted under `workdir` and no juicefs client of this driver running."""
-    return not mounts_under(workdir) and not [
-        pid for pid, argv in juicefs_processes() if any(str(driver.mount_root) in a for a in argv)
-    ]
+def counter_value(text: str, name: str) -> float:
+    """A counter's value summed over its series, however the client library suffixes it (`name` or `name_total`)."""
+    samples = metric_samples(text, name) or metric_samples(text, f"{name}_total")
+    return sum(value for _, value in samples)
 
 
-# -- slow failures, run once in the background ---------------------------------------------------------
-
-from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402 - appended section
-
-#
-# A client that cannot reach its metadata engine is given up on only after the driver's ready
-# timeout (30 s). Tests that need such a failure start all of them together, each on a private
-# driver, so the waits overlap each other and the rest of the run; each test then reads the
-# recorded outcome.
-
-
-@dataclass(frozen=True)
-class PublishOutcome:
-    """What one publish on a private driver ended with, recorded before that driver went away."""
-
-    secrets: dict[str, str]
-    elapsed: float
-    code: grpc.StatusCode
-    details: str
-    log_text: str
-    leftovers: list[str]
-    argv_leaks: list[str]
-
-
-def _secret_token(prefix: str) -> str:
-    import secrets  # noqa: PLC0415
-
-    return f"{prefix}{secrets.token_hex(12)}"
-
-
-# name -> (the test that reads it, the Secret of the failing publish)
-SLOW_FAILURES: dict[str, tuple[str, dict[str, str]]] = {
-    "unreachable-redis": (
-        "test_unreachable_redis_fails_in_bounded_time",
-        {"name": "unreachable", "metaurl": "redis://127.0.0.1:1/1"},
-    ),
-    "unreachable-redis-with-secrets": (
-        "test_no_secret_in_errors_or_the_log_when_publish_fails",
-        {
-            "name": "unreachable",
-            "metaurl": f"redis://:{_secret_token('PWSLOW')}@127.0.0.1:1/1",
-            "access-key": _secret_token("AKSLOW"),
-            "secret-key": _secret_token("SKSLOW"),
-            "envs": f'{{"JFS_SLOW_TOKEN": "{_secret_token("ENVSLOW")}"}}',
-        },
-    ),
-}
-_slow_runs: dict[str, Future[PublishOutcome]] = {}
-_slow_pool: ThreadPoolExecutor | None = None
-
-
-def _url_password(metaurl: str) -> set[str]:
-    userinfo = metaurl.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
-    return {userinfo.partition(":")[2]} - {""}
-
-
-def _argv_leaks(values: set[str]) -> set[str]:
-    """`pid: argv` of every process whose command line holds one of `values`."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if any(value in argv for value in values if len(value) >= 3):
-                    found.add(f"{entry.name}: {argv[:200]}")
-    return found
-
-
-def _failing_publish(secrets: dict[str, str]) -> PublishOutcome:
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-
-    workdir = Path(tempfile.mkdtemp(prefix="jfs-"))
-    try:
-        with running_driver(workdir / "driver") as driver:
-            target = workdir / "pods/slow/mount"
-            started = time.monotonic()
-            call = driver.node.NodePublishVolume.future(
-                csi_pb2.NodePublishVolumeRequest(
-                    volume_id="pv-slow", target_path=str(target), volume_capability=capability(), secrets=secrets
-                ),
-                timeout=120,
-            )
-            argv_leaks: set[str] = set()
-            while not call.done():  # meanwhile, what every process on the node shows in its argv
-                argv_leaks.update(_argv_leaks(set(secrets.values()) | _url_password(secrets.get("metaurl", ""))))
-                time.sleep(0.1)
-            code, details = call.code(), call.details() or ""
-            elapsed = time.monotonic() - started
-            leftovers = mounts_under(workdir) + [
-                f"juicefs pid {pid}" for pid, argv in juicefs_processes() if any(str(workdir) in a for a in argv)
-            ]
-            log_text = driver.log_text()
-        return PublishOutcome(secrets, elapsed, code, str(details), log_text, leftovers, sorted(argv_leaks))
-    finally:
-        cleanup(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def start_slow_failures(selected_tests: set[str]) -> None:
-    """Start every slow failure some selected test will read (once per session)."""
-    global _slow_pool  # noqa: PLW0603 - one pool for the session
-    for name, (reader, secrets) in SLOW_FAILURES.items():
-        if name in _slow_runs or reader not in selected_tests:
-            continue
-        if _slow_pool is None:
-            _slow_pool = ThreadPoolExecutor(max_workers=len(SLOW_FAILURES), thread_name_prefix="slow-failure")
-        _slow_runs[name] = _slow_pool.submit(_failing_publish, secrets)
-
-
-def slow_failure(name: str, timeout: float = 150) -> PublishOutcome:
-    if name not in _slow_runs:
-        start_slow_failures({SLOW_FAILURES[name][0]})
-    return _slow_runs[name].result(timeout=timeout)
+def recoveries(driver: DriverProcess) -> float:
+    """`juicefs_mount_recoveries` summed over volumes, from the driver's own /metrics."""
+    return counter_value(driver_metrics(driver), "juicefs_mount_recoveries")
