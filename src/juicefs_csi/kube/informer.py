@@ -90,7 +90,8 @@ class Informer(Generic[T]):
             self._task = None
 
     async def wait_synced(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self.synced.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.synced.wait()
 
     def get(self, name: str, namespace: str = "") -> T | None:
         return self.store.get((namespace, name))

@@ -206,7 +206,8 @@ class NodePods:
         return self._synced.is_set()
 
     async def wait_synced(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._synced.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._synced.wait()
 
     def pods(self) -> list[Pod]:
         return list(self._cache.by_uid.values())
@@ -264,7 +265,8 @@ class NodePods:
             if self._mode == "kubelet":
                 return ok
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._api_synced.wait(), API_SYNC_WAIT_SECONDS)
+            async with asyncio.timeout(API_SYNC_WAIT_SECONDS):
+                await self._api_synced.wait()
         return self._api_synced.is_set()
 
     async def wait_for(self, predicate: Callable[[], T | None], timeout: float) -> T:
