@@ -161,7 +161,7 @@ class PodMounter:
             raise AlreadyExists(f"target {target} is already published with different mount settings")
         async with self._hash_locks.hold(settings.hash):
             pod = existing or await self._attach(settings, target, request)
-        pod = await self._wait_ready(_name(pod), settings.volume.credentials.secret_values())
+        pod = await self._wait_ready(target, _name(pod), settings.volume.credentials.secret_values())
         host_path = self._host_path(pod)
         source = os.path.join(host_path, settings.volume.sub_path)
         if not await self._target_serves(target):
@@ -326,23 +326,36 @@ class PodMounter:
             return body, False
         return body, True
 
-    async def _wait_ready(self, name: str, secret_values: frozenset[str]) -> Pod:
-        """Watch the pod until it runs and its mount point answers; failures carry its log tail."""
+    async def _wait_ready(self, target: str, name: str, secret_values: frozenset[str]) -> Pod:
+        """Watch the mount pod that holds the target's reference until it runs and its mount point answers.
+
+        Following the reference rather than a pod name lets a publish ride out a replacement (a deleted
+        or resource-starved pod recreated meanwhile) instead of failing and waiting for the kubelet's
+        retry. Failures carry the log tail of the last pod seen."""
         namespace = self.config.environment.namespace
+        seen = name
+
+        def running_holder() -> Pod | None:
+            nonlocal seen
+            holder = self._pod_with_ref(target)
+            if holder is None:
+                return None
+            seen = _name(holder)
+            return _running(holder)
+
         try:
             async with asyncio.timeout(self.config.ready_timeout):
-                pod = await self.pods.wait_for(lambda: _running(self.pods.get(namespace, name)), timeout=1e9)
-                host_path = self._host_path(pod)
-                while not await asyncio.to_thread(_is_juicefs_root, host_path):
-                    current = self.pods.get(namespace, name)
-                    if current is None or _running(current) is None:
-                        pod = await self.pods.wait_for(lambda: _running(self.pods.get(namespace, name)), timeout=1e9)
+                pod = await self.pods.wait_for(running_holder, timeout=1e9)
+                while not await asyncio.to_thread(_is_juicefs_root, self._host_path(pod)):
+                    current = running_holder()
+                    if current is None or _name(current) != _name(pod):
+                        pod = await self.pods.wait_for(running_holder, timeout=1e9)
                     await asyncio.sleep(READY_POLL_SECONDS)
                 return pod
         except TimeoutError:
-            tail = redact(await self._log_tail(name), secret_values)
+            tail = redact(await self._log_tail(seen), secret_values)
             raise DeadlineExceeded(
-                f"mount pod {namespace}/{name} was not ready within {self.config.ready_timeout:.0f}s: {tail}"
+                f"mount pod {namespace}/{seen} was not ready within {self.config.ready_timeout:.0f}s: {tail}"
             ) from None
 
     async def _log_tail(self, name: str) -> str:

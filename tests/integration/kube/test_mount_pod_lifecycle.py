@@ -352,6 +352,34 @@ async def test_a_mount_pod_failing_for_lack_of_resources_is_recreated_without_re
     await assert_nothing_left(node)
 
 
+async def test_a_publish_waiting_on_a_mount_pod_completes_on_its_replacement(node: Node) -> None:
+    """One NodePublishVolume call, no retry: it follows the target's reference to the replacement."""
+    node.runner.admit = lambda pod: pod["metadata"]["name"] == "app" or not requests_resources(pod)
+    target = node.target(node.app_pod("app"))
+    publish = asyncio.create_task(node.mounter.publish(node.request(target)))
+    [old] = await eventually(node.mount_pods, 10, "the mount pod")
+    unschedulable = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient memory.",
+            }
+        ],
+    }
+    node.kube_api.patch(
+        "pods", old["metadata"]["name"], {"status": unschedulable}, namespace=node.namespace, subresource="status"
+    )
+
+    await asyncio.wait_for(publish, 30)
+    assert only_mount_pod(node)["metadata"]["name"] != old["metadata"]["name"]
+    Path(target, "file").write_text("served")
+    await node.mounter.unpublish(target)
+    await assert_nothing_left(node)
+
+
 # --- stale references -----------------------------------------------------------------------
 
 
