@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from tests.support.kube import KubeAPI, KubeApiError
@@ -116,7 +118,7 @@ async def test_grace_period_zero_deletes_bound_pod(kube_api: KubeAPI, kube_names
     assert kube_api.get_or_none("pods", "force", kube_namespace) is None
 
 
-def _owned_configmap(name: str, owner: dict[str, object], block: bool = False) -> dict[str, object]:
+def _owned_configmap(name: str, owner: Mapping[str, object], block: bool = False) -> dict[str, object]:
     meta = owner["metadata"]
     assert isinstance(meta, dict)
     ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.kube import KubeAPI, KubeApiError
+from tests.support.kube import KubeAPI, KubeApiError, Obj
 from tests.support.kube.patch import strategic_merge_patch
 
 from .helpers import configmap, json_body, pod
@@ -72,7 +72,7 @@ def test_strategic_merge_merges_containers_by_name(kube_api: KubeAPI, kube_names
 
 def test_strategic_merge_keys_of_nested_lists() -> None:
     """env by name, ports by containerPort, volumeMounts by mountPath (pure function: pod specs are immutable)."""
-    target = {
+    target: Obj = {
         "spec": {
             "containers": [
                 {

@@ -7,6 +7,7 @@ calls asked for whatever order they ran in.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,8 @@ def run_all(calls: Iterable[Callable[[], object]], workers: int = 50) -> list[Ba
         try:
             call()
         except grpc.RpcError as exc:
-            return exc
+            error: BaseException = exc  # grpc is untyped: exc is Any
+            return error
         return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -75,14 +77,14 @@ def assert_nothing_left(driver: DriverProcess, workdir: Path, targets: Iterable[
 def test_fifty_targets_share_one_client(driver: DriverProcess, sqlite_secret: dict[str, str], workdir: Path) -> None:
     targets = [workdir / f"pods/p{i}/volumes/mount" for i in range(50)]
 
-    errors = run_all(lambda t=t: driver.publish(VOLUME, t, sqlite_secret, CONTEXT) for t in targets)
+    errors = run_all(functools.partial(driver.publish, VOLUME, t, sqlite_secret, CONTEXT) for t in targets)
 
     assert_all_ok(errors)
     assert len(driver.client_pids()) == 1
     assert_one_bind_each(targets)
     assert_shared_and_writable(targets, "first")
 
-    errors = run_all(lambda t=t: driver.unpublish(VOLUME, t) for t in targets)
+    errors = run_all(functools.partial(driver.unpublish, VOLUME, t) for t in targets)
 
     assert_all_ok(errors)
     assert_nothing_left(driver, workdir, targets)
@@ -112,8 +114,13 @@ def test_publish_and_unpublish_interleaved(driver: DriverProcess, sqlite_secret:
     client (the old one, or a fresh one once the old has stopped), never an error or a
     bind to a mount point that is going away.
     """
-    publish = lambda t: lambda: driver.publish(VOLUME, t, sqlite_secret, CONTEXT)  # noqa: E731
-    unpublish = lambda t: lambda: driver.unpublish(VOLUME, t)  # noqa: E731
+
+    def publish(t: Path) -> Callable[[], object]:
+        return lambda: driver.publish(VOLUME, t, sqlite_secret, CONTEXT)
+
+    def unpublish(t: Path) -> Callable[[], object]:
+        return lambda: driver.unpublish(VOLUME, t)
+
     first = [workdir / f"pods/a{i}/mount" for i in range(10)]
     second = [workdir / f"pods/b{i}/mount" for i in range(10)]
     assert_all_ok(run_all(publish(t) for t in first))

@@ -45,9 +45,19 @@ def create_request(
     )
 
 
-def create(driver: DriverProcess, name: str, secrets: dict[str, str], **kwargs: object) -> csi_pb2.Volume:
-    request = create_request(name, secrets, **kwargs)  # type: ignore[arg-type]
-    return driver.controller.CreateVolume(request, timeout=60).volume
+def create(
+    driver: DriverProcess,
+    name: str,
+    secrets: dict[str, str],
+    *,
+    required: int = 0,
+    limit: int = 0,
+    caps: list[csi_pb2.VolumeCapability] | None = None,
+    parameters: dict[str, str] | None = None,
+) -> csi_pb2.Volume:
+    request = create_request(name, secrets, required=required, limit=limit, caps=caps, parameters=parameters)
+    response: csi_pb2.CreateVolumeResponse = driver.controller.CreateVolume(request, timeout=60)
+    return response.volume
 
 
 def delete(driver: DriverProcess, volume_id: str, secrets: dict[str, str]) -> None:
@@ -63,7 +73,10 @@ def validate(
     request = csi_pb2.ValidateVolumeCapabilitiesRequest(
         volume_id=volume_id, volume_capabilities=caps, secrets=secrets or {}
     )
-    return driver.controller.ValidateVolumeCapabilities(request, timeout=60)
+    response: csi_pb2.ValidateVolumeCapabilitiesResponse = driver.controller.ValidateVolumeCapabilities(
+        request, timeout=60
+    )
+    return response
 
 
 @contextlib.contextmanager

@@ -117,12 +117,16 @@ def test_publish_other_volume_on_a_used_target_already_exists(
     ids=["readonly-flag", "reader-only-mode"],
 )
 def test_read_only_target_refuses_writes_beside_a_writable_one(
-    driver: DriverProcess, sqlite_secret: dict[str, str], workdir: Path, readonly: bool, mode: int
+    driver: DriverProcess,
+    sqlite_secret: dict[str, str],
+    workdir: Path,
+    readonly: bool,
+    mode: AccessMode.Mode.ValueType,
 ) -> None:
     rw, ro = workdir / "pods/rw/mount", workdir / "pods/ro/mount"
     context = {"subPath": "pv-ro"}
     driver.publish("pv-ro", rw, sqlite_secret, context)
-    driver.publish("pv-ro", ro, sqlite_secret, context, readonly=readonly, cap=capability(mode))  # type: ignore[arg-type]
+    driver.publish("pv-ro", ro, sqlite_secret, context, readonly=readonly, cap=capability(mode))
     (rw / "written").write_text("by the writer")
     assert (ro / "written").read_text() == "by the writer"
     with pytest.raises(OSError) as refused:

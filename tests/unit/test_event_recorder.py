@@ -72,7 +72,7 @@ async def test_background_recording_does_not_wait_and_flush_lands_everything() -
         await record(pod_reference("shop", f"web-{n}"), WARNING, "Failed", "boom")
     assert client.created == [], "the caller returned before any round trip"
     await record.flush()
-    assert sorted(e.involvedObject.name for e in client.created) == [f"web-{n}" for n in range(5)]
+    assert sorted(e.involvedObject.name or "" for e in client.created) == [f"web-{n}" for n in range(5)]
 
 
 async def test_background_recording_drops_events_beyond_its_limit_not_the_caller() -> None:

@@ -37,12 +37,12 @@ def pod(
     deletion_at: datetime | None = None,
     stopped: bool = False,
     unschedulable: str = "",
-    **annotations: str,
+    annotations: dict[str, str] | None = None,
 ) -> PodView:
     refs = {reference_key(t): t for t in targets}
     return PodView(
         "mp",
-        {**refs, **annotations},
+        {**refs, **(annotations or {})},
         deleting,
         phase,
         ready,
@@ -106,10 +106,10 @@ def test_a_target_outside_the_kubelet_layout_is_never_stale() -> None:
 
 
 def test_delete_delay_marks_a_deadline_then_deletes_after_it() -> None:
-    first = decide(pod(**{ANN_DELETE_DELAY: "1m"}), {UID_A}, set(), NOW)
+    first = decide(pod(annotations={ANN_DELETE_DELAY: "1m"}), {UID_A}, set(), NOW)
     assert first.actions == (Action.MARK_DELETE_AT,)
     assert first.delete_at == first.requeue_at == NOW + timedelta(minutes=1)
-    waiting = pod(**{ANN_DELETE_DELAY: "1m", ANN_DELETE_AT: "2026-11-24T12:01:00Z"})
+    waiting = pod(annotations={ANN_DELETE_DELAY: "1m", ANN_DELETE_AT: "2026-11-24T12:01:00Z"})
     kept = decide(waiting, {UID_A}, set(), NOW)
     assert kept.actions == ()
     assert kept.requeue_at == NOW + timedelta(minutes=1)  # the reconciler looks again when it is due
@@ -117,22 +117,22 @@ def test_delete_delay_marks_a_deadline_then_deletes_after_it() -> None:
 
 
 def test_last_reference_of_a_gone_pod_dropped_with_a_delay_marks_the_deadline() -> None:
-    decision = decide(pod(target(UID_A), **{ANN_DELETE_DELAY: "30s"}), set(), set(), NOW)
+    decision = decide(pod(target(UID_A), annotations={ANN_DELETE_DELAY: "30s"}), set(), set(), NOW)
     assert decision.actions == (Action.DROP_REFS, Action.MARK_DELETE_AT)
 
 
 def test_a_pod_in_use_again_loses_a_stale_deadline() -> None:
     """A publish raced the mark: left there, the next last unpublish would delete without any delay."""
-    raced = pod(target(UID_A), **{ANN_DELETE_DELAY: "1m", ANN_DELETE_AT: "2026-11-24T11:00:00Z"})
+    raced = pod(target(UID_A), annotations={ANN_DELETE_DELAY: "1m", ANN_DELETE_AT: "2026-11-24T11:00:00Z"})
     assert decide(raced, {UID_A}, set(), NOW).actions == (Action.CLEAR_DELETE_AT, Action.REBIND)
 
 
 def test_an_unparsable_delay_means_no_delay() -> None:
-    assert decide(pod(**{ANN_DELETE_DELAY: "soon"}), {UID_A}, set(), NOW).actions == (Action.DELETE,)
+    assert decide(pod(annotations={ANN_DELETE_DELAY: "soon"}), {UID_A}, set(), NOW).actions == (Action.DELETE,)
 
 
 def test_a_failed_pod_without_references_is_deleted_despite_a_delay() -> None:
-    failed = pod(phase="Failed", ready=False, **{ANN_DELETE_DELAY: "1h"})
+    failed = pod(phase="Failed", ready=False, annotations={ANN_DELETE_DELAY: "1h"})
     assert decide(failed, set(), set(), NOW).actions == (Action.DELETE,)
 
 

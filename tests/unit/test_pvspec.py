@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
+from lightkube.core.dictmixin import DictMixin
 from lightkube.resources.core_v1 import PersistentVolume, PersistentVolumeClaim
 from lightkube.resources.storage_v1 import StorageClass
 
@@ -36,6 +37,13 @@ SECRET_PARAMS = {
     "csi.storage.k8s.io/node-publish-secret-namespace": "${pvc.namespace}",
 }
 
+R = TypeVar("R", bound=DictMixin)
+
+
+def load(kind: type[R], body: dict[str, Any]) -> R:
+    """`kind.from_dict(body)`: lightkube types it as returning its base class, not the class it is called on."""
+    return cast(R, kind.from_dict(body))
+
 
 def pvc(**spec: Any) -> PersistentVolumeClaim:
     body: dict[str, Any] = {
@@ -54,7 +62,7 @@ def pvc(**spec: Any) -> PersistentVolumeClaim:
             **spec,
         },
     }
-    return PersistentVolumeClaim.from_dict(body)
+    return load(PersistentVolumeClaim, body)
 
 
 def storage_class(parameters: dict[str, str] | None = None, **fields: Any) -> StorageClass:
@@ -64,7 +72,7 @@ def storage_class(parameters: dict[str, str] | None = None, **fields: Any) -> St
         "parameters": {**SECRET_PARAMS, **(parameters or {})},
         **fields,
     }
-    return StorageClass.from_dict(body)
+    return load(StorageClass, body)
 
 
 def built(claim: PersistentVolumeClaim, sc: StorageClass) -> PersistentVolume:
@@ -171,21 +179,23 @@ def test_plan_refusals(spec: dict[str, Any], params: dict[str, str], message: st
 
 def test_missing_secrets_are_refused() -> None:
     claim = pvc()
-    no_provisioner = StorageClass.from_dict(
+    no_provisioner = load(
+        StorageClass,
         {
             "metadata": {"name": "jfs"},
             "provisioner": DRIVER,
             "parameters": {k: v for k, v in SECRET_PARAMS.items() if "provisioner-secret" not in k},
-        }
+        },
     )
     with pytest.raises(InvalidArgument, match="provisioner-secret-name/-namespace"):
         plan_provision(claim, no_provisioner, claim_facts(claim))
-    no_node = StorageClass.from_dict(
+    no_node = load(
+        StorageClass,
         {
             "metadata": {"name": "jfs"},
             "provisioner": DRIVER,
             "parameters": {k: v for k, v in SECRET_PARAMS.items() if "node-publish" not in k},
-        }
+        },
     )
     with pytest.raises(InvalidArgument, match="node-publish-secret-name/-namespace"):
         plan_provision(claim, no_node, claim_facts(claim))
@@ -227,7 +237,8 @@ def test_ownership_and_secret_fallbacks() -> None:
     assert not belongs_to_claim(pv, DRIVER, "other-uid")
     assert not belongs_to_claim(pv, "other.driver", UID)
     assert deletion_secret(pv) == SecretRef("kube-system", "jfs-secret")
-    go_driver_pv = PersistentVolume.from_dict(
+    go_driver_pv = load(
+        PersistentVolume,
         {
             "metadata": {"name": "pvc-x", "annotations": {ANN_PROVISIONED_BY: DRIVER}},
             "spec": {
@@ -238,15 +249,16 @@ def test_ownership_and_secret_fallbacks() -> None:
                     "nodePublishSecretRef": {"name": "s", "namespace": "ns"},
                 }
             },
-        }
+        },
     )
     assert deletion_secret(go_driver_pv) == SecretRef("ns", "s")
     assert expansion_secret(go_driver_pv) is None
 
 
 def test_claim_class_reads_the_beta_annotation() -> None:
-    claim = PersistentVolumeClaim.from_dict(
-        {"metadata": {"name": "c", "annotations": {"volume.beta.kubernetes.io/storage-class": "old"}}, "spec": {}}
+    claim = load(
+        PersistentVolumeClaim,
+        {"metadata": {"name": "c", "annotations": {"volume.beta.kubernetes.io/storage-class": "old"}}, "spec": {}},
     )
     assert claim_class(claim) == "old"
     assert claim_class(pvc()) == "jfs"

@@ -23,6 +23,7 @@ from lightkube.core.resource import NamespacedResource
 log = logging.getLogger("juicefs_csi.informer")
 
 T = TypeVar("T")
+R = TypeVar("R")
 Key = tuple[str, str]
 GONE = 410
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -99,7 +100,7 @@ class Informer(Generic[T]):
     def items(self) -> Iterable[T]:
         return list(self.store.values())
 
-    async def wait_for(self, predicate: Callable[[], T | None], timeout: float) -> T:
+    async def wait_for(self, predicate: Callable[[], R | None], timeout: float) -> R:
         """Wait on cache changes, not on a timer, until `predicate` returns an object."""
         async with asyncio.timeout(timeout), self._changed:
             while True:

@@ -175,7 +175,8 @@ async def test_mount_pods_on_a_node_without_node_plugin_are_finalised_after_the_
     o.mount_pod("mp-orphan", o.node_b, finalizers=(FINALIZER, "example.com/keep"))
     o.mount_pod("mp-deleting", o.node_b)
     kube_api.delete("pods", "mp-deleting", o.namespace)  # terminating, held by our finalizer
-    assert o.get("pods", "mp-deleting")["metadata"]["deletionTimestamp"]  # type: ignore[index]
+    deleting = o.get("pods", "mp-deleting")
+    assert deleting is not None and deleting["metadata"]["deletionTimestamp"]
     kept_version = o.version("pods", "mp-kept")
 
     started = time.monotonic()

@@ -6,19 +6,23 @@ import asyncio
 import time
 
 import pytest
+from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 from prometheus_client import CollectorRegistry
 
-from juicefs_csi.kube.client import KubeSettings, make_client, request_counter
+from juicefs_csi.kube.client import DEFAULT_BURST, DEFAULT_QPS, KubeSettings, make_client, request_counter
 from juicefs_csi.kube.informer import Event, Informer
 from tests.support.kube import KubeAPI
+from tests.support.objects import meta
 
 
-def client_for(kube_api: KubeAPI, **settings: object):  # type: ignore[no-untyped-def]
+def client_for(
+    kube_api: KubeAPI, qps: float = DEFAULT_QPS, burst: int = DEFAULT_BURST
+) -> tuple[AsyncClient, CollectorRegistry]:
     registry = CollectorRegistry()
     counter = request_counter(registry)
-    kube = KubeSettings(kubeconfig=str(kube_api.kubeconfig_path), **settings)  # type: ignore[arg-type]
+    kube = KubeSettings(qps=qps, burst=burst, kubeconfig=str(kube_api.kubeconfig_path))
     return make_client(kube, counter), registry
 
 
@@ -67,7 +71,7 @@ async def test_informer_lists_once_then_watches(kube_api: KubeAPI, kube_namespac
         await client.create(ConfigMap(metadata=ObjectMeta(name="new", namespace=kube_namespace, labels={"app": "x"})))
         await client.create(ConfigMap(metadata=ObjectMeta(name="other", namespace=kube_namespace)))
         found = await informer.wait_for(lambda: informer.get("new", kube_namespace), timeout=10)
-        assert found.metadata.name == "new"
+        assert meta(found).name == "new"
         await client.delete(ConfigMap, "pre", namespace=kube_namespace)
         await informer.wait_for(lambda: True if informer.get("pre", kube_namespace) is None else None, 10)
         assert informer.get("other", kube_namespace) is None

@@ -12,7 +12,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from lightkube import AsyncClient
@@ -25,6 +25,7 @@ from juicefs_csi.kube.kubelet import KubeletClient, KubeletConfig, KubeletError,
 from juicefs_csi.kube.node_pods import NodePods, PodCache
 from tests.support.fake_kubelet import FakeKubelet
 from tests.support.kube import KubeAPI
+from tests.support.objects import meta
 
 T = TypeVar("T")
 LOGGER = "juicefs_csi.node_pods"
@@ -135,8 +136,8 @@ async def test_kubelet_mode_lists_only_the_nodes_pods_and_refresh_sees_a_new_one
     kube_api.create(pod_manifest("elsewhere", kube_namespace, f"{node}-other"))
     kube_api.create(pod_manifest("unscheduled", kube_namespace, None))
     node_pods = harness.build(fake_kubelet.env(), fake_kubelet.token_file, interval=30)
-    events: list[tuple[Event, str]] = []
-    node_pods.add_handler(lambda event, pod: events.append((event, pod.metadata.name)))
+    events: list[tuple[Event, str | None]] = []
+    node_pods.add_handler(lambda event, pod: events.append((event, meta(pod).name)))
 
     await node_pods.start()
 
@@ -177,8 +178,8 @@ async def test_poll_diffs_report_modified_and_deleted(
     kube_api.create(pod_manifest("changes", kube_namespace, node))
     kube_api.create(pod_manifest("goes", kube_namespace, node))
     node_pods = harness.build(fake_kubelet.env(), fake_kubelet.token_file)
-    events: list[tuple[Event, str]] = []
-    node_pods.add_handler(lambda event, pod: events.append((event, pod.metadata.name)))
+    events: list[tuple[Event, str | None]] = []
+    node_pods.add_handler(lambda event, pod: events.append((event, meta(pod).name)))
     await node_pods.start()
 
     kube_api.patch("pods", "changes", {"metadata": {"labels": {"x": "1"}}}, namespace=kube_namespace)
@@ -276,8 +277,8 @@ async def test_forbidden_later_switches_and_changes_keep_arriving(
     kube_api.create(pod_manifest("before", kube_namespace, node))
     kube_api.create(pod_manifest("leaves", kube_namespace, node))
     node_pods = harness.build(fake_kubelet.env(), fake_kubelet.token_file)
-    events: list[tuple[Event, str]] = []
-    node_pods.add_handler(lambda event, pod: events.append((event, pod.metadata.name)))
+    events: list[tuple[Event, str | None]] = []
+    node_pods.add_handler(lambda event, pod: events.append((event, meta(pod).name)))
     await node_pods.start()
     assert node_pods.mode == "kubelet"
     assert names(node_pods) == {"before", "leaves"}
@@ -443,7 +444,7 @@ def _pod(name: str, uid: str, *, terminating: bool = False, rv: str = "1") -> Po
     meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": rv}
     if terminating:
         meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
-    return Pod.from_dict({"metadata": meta, "spec": {"containers": [{"name": "c"}]}})  # type: ignore[return-value]
+    return cast(Pod, Pod.from_dict({"metadata": meta, "spec": {"containers": [{"name": "c"}]}}))
 
 
 def test_cache_keeps_a_terminating_pod_and_its_same_named_replacement() -> None:

@@ -31,6 +31,7 @@ from juicefs_csi.metrics import Metrics
 from juicefs_csi.mount.process import ProcessMounter, ProcessMounterConfig
 from tests.support.kube import KubeAPI, KubeApiError
 from tests.support.kube.pvbinder import PVBinder
+from tests.support.objects import meta
 from tests.support.podrunner import eventually
 
 pytestmark = pytest.mark.mounts
@@ -547,7 +548,7 @@ async def test_hundred_claims_exactly_hundred_pvs_across_restart_and_two_instanc
     names = [f"claim-{n:03d}" for n in range(100)]
 
     created = await asyncio.gather(*(client.create(from_dict(harness.claim_manifest(n, sc))) for n in names))
-    uids = {pvc.metadata.name: pvc.metadata.uid for pvc in created}
+    uids = {meta(pvc).name: meta(pvc).uid for pvc in created}
 
     # Restart in the middle: the first instance is cancelled with work in flight.
     await eventually(lambda: len(harness.pvs()) >= 20 or None, TIMEOUT * 2, what="the first PVs")
