@@ -82,3 +82,19 @@ async def test_background_recording_drops_events_beyond_its_limit_not_the_caller
         await record(pod_reference("shop", f"web-{n}"), WARNING, "Failed", "boom")
     await record.flush()
     assert (len(client.created), record.dropped) == (2, 2)
+
+
+async def test_one_object_cannot_flood_events_but_others_still_get_theirs() -> None:
+    clock = [1000.0]
+    client = FakeClient()
+    record = EventRecorder(cast(AsyncClient, client), "juicefs-csi-node", host="node-a", clock=lambda: clock[0])
+    for attempt in range(40):  # every retry fails with a new message: a new Event each time
+        await record(POD, WARNING, "FailedMount", f"attempt {attempt}: boom")
+    assert len(client.created) == 25 and record.filtered == 15
+    await record(pod_reference("shop", "web-1", "another-uid"), WARNING, "FailedMount", "boom")
+    assert len(client.created) == 26, "another object has a bucket of its own"
+    clock[0] += 300.0
+    await record(POD, WARNING, "FailedMount", "after five minutes")
+    await record(POD, WARNING, "FailedMount", "too soon again")
+    assert [e.message for e in client.created[-1:]] == ["after five minutes"]
+    assert record.filtered == 16

@@ -3,7 +3,9 @@
 A repeat of the same Event (same object, type, reason and message) within 10 minutes bumps the
 existing Event's `count` and `lastTimestamp` instead of creating another one, so a failure that is
 retried (a provisioning attempt, a kubelet retrying NodePublishVolume) costs one object, not one per
-attempt. Recording never raises: an Event that cannot be written is logged, and the work it describes
+attempt. Like client-go's spam filter, each involved object has a token bucket (25 Events at once,
+then one per 5 minutes): a pod whose every retry fails with a new message cannot flood etcd. Recording
+never raises: an Event that cannot be written is logged, and the work it describes
 goes on. Writes go through the caller's client, so they share its token bucket (KUBE_QPS/KUBE_BURST).
 """
 
@@ -33,6 +35,8 @@ log = logging.getLogger("juicefs_csi.events")
 NORMAL, WARNING = "Normal", "Warning"
 EVENT_MESSAGE_LIMIT = 1024
 EVENT_AGGREGATE_SECONDS = 600.0
+SPAM_BURST = 25
+SPAM_REFILL_SECONDS = 300.0
 
 Recorder = Callable[[ObjectReference, str, str, str], Awaitable[None]]
 """(involved object, type, reason, message) → a core/v1 Event; must never raise."""
@@ -51,24 +55,58 @@ class _Recorded:
     last: float
 
 
+class _SpamFilter:
+    """One token bucket per involved object, least recently used forgotten beyond `size` objects."""
+
+    def __init__(self, size: int, burst: int = SPAM_BURST, refill_seconds: float = SPAM_REFILL_SECONDS) -> None:
+        self.size = size
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def allow(self, key: str, now: float) -> bool:
+        tokens, since = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - since) / self.refill_seconds)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self.size:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 class EventRecorder:
     """Writes Events for one component; see the module docstring for the aggregation rule.
 
     Concurrent calls with the same key are serialised, so two at once make one Event with count 2.
     """
 
-    def __init__(self, client: AsyncClient, component: str, host: str | None = None, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        component: str,
+        host: str | None = None,
+        cache_size: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
+        self.clock = clock
         self.component = component
         self.host = host or socket.gethostname()
         self.cache_size = cache_size
         self._seen: collections.OrderedDict[tuple[str, str, str, str], _Recorded] = collections.OrderedDict()
         self._locks: KeyedLocks[tuple[str, str, str, str]] = KeyedLocks()
+        self._spam = _SpamFilter(cache_size)
+        self.filtered = 0
 
     async def __call__(self, involved: ObjectReference, type_: str, reason: str, message: str) -> None:
         message = message[:EVENT_MESSAGE_LIMIT]
         namespace = involved.namespace or "default"  # cluster-scoped objects: client-go uses "default"
-        key = (involved.uid or f"{involved.kind}/{namespace}/{involved.name}", type_, reason, message)
+        subject = involved.uid or f"{involved.kind}/{namespace}/{involved.name}"
+        if not self._spam.allow(subject, self.clock()):
+            self.filtered += 1
+            log.debug("event dropped by the per-object rate limit", extra={"reason": reason, "object": involved.name})
+            return
+        key = (subject, type_, reason, message)
         try:
             async with self._locks.hold(key):
                 await self._record(
@@ -89,9 +127,9 @@ class EventRecorder:
     ) -> None:
         now = datetime.now(UTC)
         seen = self._seen.get(key)
-        if seen is not None and time.monotonic() - seen.last < EVENT_AGGREGATE_SECONDS:
+        if seen is not None and self.clock() - seen.last < EVENT_AGGREGATE_SECONDS:
             seen.count += 1
-            seen.last = time.monotonic()
+            seen.last = self.clock()
             self._seen.move_to_end(key)
             try:
                 patch = {"count": seen.count, "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -115,7 +153,7 @@ class EventRecorder:
             reportingInstance=self.host,
         )
         await self.client.create(event)
-        self._seen[key] = _Recorded(name, namespace, 1, time.monotonic())
+        self._seen[key] = _Recorded(name, namespace, 1, self.clock())
         while len(self._seen) > self.cache_size:
             self._seen.popitem(last=False)
 
