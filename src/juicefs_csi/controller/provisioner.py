@@ -21,7 +21,6 @@ failures are retried with exponential backoff, and informers (not repeated LISTs
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import logging
@@ -34,7 +33,7 @@ import httpx2 as httpx
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import ObjectReference
-from lightkube.resources.core_v1 import Node, PersistentVolume, PersistentVolumeClaim, Secret
+from lightkube.resources.core_v1 import Node, PersistentVolume, PersistentVolumeClaim
 from lightkube.resources.storage_v1 import StorageClass
 from lightkube.types import PatchType
 
@@ -65,6 +64,7 @@ from juicefs_csi.kube.election import LeadershipLost
 from juicefs_csi.kube.events import NORMAL, WARNING, EventRecorder, Recorder
 from juicefs_csi.kube.informer import Event as Change
 from juicefs_csi.kube.informer import Informer
+from juicefs_csi.kube.secret_reader import SecretReader
 from juicefs_csi.locks import KeyedLocks
 from juicefs_csi.volume.secrets import parse_credentials, redact
 
@@ -255,6 +255,7 @@ class Provisioner:
         self.driver = driver_name
         self.workers = workers
         self.record: Recorder = recorder or EventRecorder(client, COMPONENT)
+        self.secrets = SecretReader(client)
         self.resync_seconds = resync_seconds
         # Called right before every irreversible step; leader election passes `elector.check`, which
         # raises LeadershipLost once this replica may no longer act (even if its cancellation is late).
@@ -755,14 +756,12 @@ class Provisioner:
     # -- shared ------------------------------------------------------------------------------------
 
     async def _read_secret(self, ref: SecretRef, role: str) -> dict[str, str]:
-        """Secrets are read when needed, never cached: a controller must not mirror every Secret."""
+        """Secrets are read when needed, and kept only a few seconds (see `SecretReader`)."""
         try:
-            secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)
+            data = await self.secrets.read(ref.namespace, ref.name)
         except ApiError as exc:
             reason = "not found" if exc.status.code == 404 else f"{exc.status.code} {exc.status.reason or ''}".strip()
             raise _SecretUnavailable(f"cannot read the {role} Secret {ref}: {reason}") from None
-        data = {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
-        data.update(secret.stringData or {})
         if not data:
             raise _SecretUnavailable(f"the {role} Secret {ref} is empty")
         return data
