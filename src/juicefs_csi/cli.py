@@ -20,6 +20,7 @@ from juicefs_csi.logs import configure_logging
 
 DEFAULT_WEB_PORT = 8080
 DEFAULT_LEASE_DURATION = "15s"
+DEFAULT_CLEANUP_GRACE = "2m"
 
 
 def _duration(text: str) -> float:
@@ -29,6 +30,17 @@ def _duration(text: str) -> float:
         election_timing(seconds)  # positive, and renew deadline / retry period derivable from it
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
+
+
+def _grace(text: str) -> float:
+    """`--cleanup-grace`: a Go duration or plain seconds, at least zero."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
     return seconds
 
 
@@ -113,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LEASE_DURATION,
         help="lease duration, e.g. 15s; renew deadline and retry period scale with it as in client-go (15s/10s/2s)",
     )
+    parser.add_argument(
+        "--cleanup-grace",
+        type=_grace,
+        default=DEFAULT_CLEANUP_GRACE,
+        help="controller: how long a node may lack its node plugin (a restart, a rollout) before its mount pods "
+        "and helper Jobs are cleaned up, e.g. 2m",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default=env.get("LOG_FORMAT", "text"))
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "info"))
     parser.add_argument("--version", action="version", version=f"juicefs-csi {__version__}")
@@ -153,6 +172,7 @@ def config_from_args(args: argparse.Namespace) -> DriverConfig:
         leader_election=args.leader_election,
         leader_election_namespace=namespace or None,
         leader_election_lease_duration=args.leader_election_lease_duration,
+        cleanup_grace=args.cleanup_grace,
     )
 
 

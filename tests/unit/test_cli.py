@@ -89,3 +89,14 @@ def test_role_follows_pod_name_like_the_go_driver(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("POD_NAME", "juicefs-csi-node-x7k2p")
     built = config("--by-process")
     assert (built.run_node, built.run_controller) == (True, False)
+
+
+def test_cleanup_grace_reaches_the_controller_work_and_refuses_nonsense(capsys: pytest.CaptureFixture[str]) -> None:
+    assert config("--role=controller").cleanup_grace == 120.0
+    assert config("--role=controller", "--cleanup-grace=5m").cleanup_grace == 300.0
+    assert config("--role=controller", "--cleanup-grace=0").cleanup_grace == 0.0
+    for text in ("-1s", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["--cleanup-grace", text])
+        assert exited.value.code == 2
+        assert "--cleanup-grace" in capsys.readouterr().err
