@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,3 +82,22 @@ def mounts_at(entries: Iterable[MountEntry], mount_point: str) -> list[MountEntr
     """Stacked mounts at one path, oldest first."""
     target = os.path.normpath(mount_point)
     return [entry for entry in entries if entry.mount_point == target]
+
+
+class MountTableWatch:
+    """Wakes on any change of this mount namespace's table: the kernel flags `mountinfo` with POLLPRI.
+
+    Open it before starting what will mount, so that a mount made before the first `wait` still counts.
+    """
+
+    def __init__(self, path: Path = MOUNTINFO) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close(), it lives across awaits
+        self._poll = select.poll()
+        self._poll.register(self._file.fileno(), select.POLLPRI | select.POLLERR)
+
+    def wait(self, timeout: float) -> bool:
+        """True once the table changed since the last wait (or the opening); blocks up to `timeout`."""
+        return bool(self._poll.poll(max(0, int(timeout * 1000))))
+
+    def close(self) -> None:
+        self._file.close()

@@ -33,7 +33,7 @@ from juicefs_csi.mount import fusectl
 from juicefs_csi.mount import targets as target_ops
 from juicefs_csi.mount.base import PublishedTarget, PublishRequest
 from juicefs_csi.mount.health import PathState, probe
-from juicefs_csi.mount.mountinfo import mounts_at, read_mounts
+from juicefs_csi.mount.mountinfo import MountTableWatch, mounts_at, read_mounts
 from juicefs_csi.mount.state import ClientRecord, PublishInputs, StateStore, TargetRecord, fingerprint
 from juicefs_csi.volume.secrets import redact
 from juicefs_csi.volume.settings import VolumeSettings, parse_volume_settings
@@ -297,17 +297,21 @@ class ProcessMounter:
             f"{self.config.metrics_host}:{record.metrics_port}",
         )
         log_path = self.state.log_path(record.key)
+        table = MountTableWatch()
         try:
-            process = _spawn(command.argv, {**base_environment(), **command.env}, log_path)
-        except OSError as exc:
-            raise Internal(f"cannot start juicefs for volume {record.volume_id}: {exc.strerror}") from None
-        client.process, record.pid = process, process.pid
-        try:
-            await self._wait_ready(client, log_path)
-        except BaseException:
-            await self._kill(client)
-            await target_ops.unmount_all(mountpoint)
-            raise
+            try:
+                process = _spawn(command.argv, {**base_environment(), **command.env}, log_path)
+            except OSError as exc:
+                raise Internal(f"cannot start juicefs for volume {record.volume_id}: {exc.strerror}") from None
+            client.process, record.pid = process, process.pid
+            try:
+                await self._wait_ready(client, log_path, table)
+            except BaseException:
+                await self._kill(client)
+                await target_ops.unmount_all(mountpoint)
+                raise
+        finally:
+            table.close()
         client.watcher = asyncio.create_task(self._watch_pid(client, process.pid), name=f"watch-{record.key}")
         self.state.save(record)
         self.metrics.mount_clients.labels(
@@ -324,16 +328,17 @@ class ProcessMounter:
             },
         )
 
-    async def _wait_ready(self, client: Client, log_path: Path) -> None:
+    async def _wait_ready(self, client: Client, log_path: Path, table: MountTableWatch) -> None:
+        """Ready once the mount point is the client's root; looked at whenever the mount table changes,
+        and every READY_POLL_SECONDS anyway to notice a client that exited."""
         process = client.process
         assert process is not None
         deadline = time.monotonic() + self.config.ready_timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise self._launch_error(client, log_path, f"exited with code {process.returncode}")
-            if await asyncio.to_thread(_is_juicefs_root, client.record.mountpoint):
+            if await asyncio.to_thread(_root_after_change, client.record.mountpoint, table, READY_POLL_SECONDS):
                 return
-            await asyncio.sleep(READY_POLL_SECONDS)
         raise self._launch_error(client, log_path, f"was not ready within {self.config.ready_timeout:.0f}s")
 
     def _launch_error(self, client: Client, log_path: Path, what: str) -> DriverError:
@@ -674,6 +679,11 @@ def _spawn(argv: tuple[str, ...], env: dict[str, str], log_path: Path) -> subpro
         )
     finally:
         os.close(log_fd)
+
+
+def _root_after_change(path: str, table: MountTableWatch, timeout: float) -> bool:
+    """Whether `path` is a juicefs root, now or after the next mount table change within `timeout`."""
+    return _is_juicefs_root(path) or (table.wait(timeout) and _is_juicefs_root(path))
 
 
 def _is_juicefs_root(path: str) -> bool:
